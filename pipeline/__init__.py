@@ -1,0 +1,1 @@
+"""qunguard: enforcement of work-group rules over Kafka, Faust and ClickHouse."""

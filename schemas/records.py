@@ -1,0 +1,182 @@
+"""Event and finding records: the one definition used by Kafka, JSON Lines files and ClickHouse.
+
+Each event kind is a tuple of `Field`s. `validate_event` turns a decoded JSON object into a clean
+dict (defaults filled, unknown fields collected under `extra`) or raises `SchemaError` with a
+message that names the field. ClickHouse row builders in `schemas.rows` read the same fields.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+PLATFORMS = ("wechat", "wecom", "qq", "dingtalk", "feishu")
+ROLES = ("owner", "admin", "member")
+MSG_TYPES = (
+    "text", "image", "link", "file", "red_packet", "mini_program", "card",
+    "voice", "video", "sticker", "recall", "system",
+)
+MEMBER_ACTIONS = ("join", "leave", "kick", "nickname", "role")
+GROUP_ACTIONS = ("create", "update", "dissolve")
+ROSTER_STATUS = ("active", "left")
+VERDICTS = ("false_positive", "confirmed")
+SEVERITIES = ("low", "medium", "high", "critical")
+
+# Timestamps outside this range are typos (seconds instead of ms, or garbage), not events.
+TS_MIN = 946_684_800_000  # 2000-01-01
+TS_MAX = 4_102_444_800_000  # 2100-01-01
+
+
+class SchemaError(ValueError):
+    """An event that does not match its schema; the message names the field."""
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    type: str  # "str", "int", "bool", "strs" (list of str), "ts"
+    required: bool = False
+    default: Any = None
+    choices: tuple[str, ...] | None = None
+    nonempty: bool = False
+
+
+COMMON = (
+    Field("kind", "str", required=True),
+    Field("event_id", "str", required=True, nonempty=True),
+    Field("org_id", "str", required=True, nonempty=True),
+    Field("ts", "ts", required=True),
+)
+
+KINDS: dict[str, tuple[Field, ...]] = {
+    "message": (
+        Field("platform", "str", required=True, choices=PLATFORMS),
+        Field("group_id", "str", required=True, nonempty=True),
+        Field("msg_id", "str", required=True, nonempty=True),
+        Field("sender_id", "str", required=True, nonempty=True),
+        Field("sender_name", "str", default=""),
+        Field("sender_role", "str", default="member", choices=ROLES),
+        Field("msg_type", "str", default="text", choices=MSG_TYPES),
+        Field("text", "str", default=""),
+        Field("reply_to", "str", default=None),
+        Field("mentions", "strs", default=()),
+        Field("urls", "strs", default=()),
+        Field("file_name", "str", default=None),
+    ),
+    "member": (
+        Field("group_id", "str", required=True, nonempty=True),
+        Field("user_id", "str", required=True, nonempty=True),
+        Field("action", "str", required=True, choices=MEMBER_ACTIONS),
+        Field("actor_id", "str", default=None),
+        Field("nickname", "str", default=None),
+        Field("role", "str", default=None, choices=ROLES),
+    ),
+    "group": (
+        Field("group_id", "str", required=True, nonempty=True),
+        Field("action", "str", required=True, choices=GROUP_ACTIONS),
+        Field("name", "str", default=None),
+        Field("owner_id", "str", default=None),
+        Field("registered", "bool", default=None),
+        Field("temporary", "bool", default=None),
+        Field("ends_at", "ts", default=None),
+        Field("purpose", "str", default=None),
+    ),
+    "roster": (
+        Field("user_id", "str", required=True, nonempty=True),
+        Field("name", "str", required=True),
+        Field("department", "str", default=""),
+        Field("status", "str", default="active", choices=ROSTER_STATUS),
+    ),
+    "feedback": (
+        Field("finding_id", "str", required=True, nonempty=True),
+        Field("verdict", "str", required=True, choices=VERDICTS),
+        Field("actor_id", "str", default=None),
+        Field("note", "str", default=""),
+    ),
+}
+
+_KNOWN = {kind: {f.name for f in COMMON + fields} for kind, fields in KINDS.items()}
+
+
+def _check(field: Field, value: Any, where: str) -> Any:
+    t = field.type
+    if t == "str":
+        if not isinstance(value, str):
+            raise SchemaError(f"{where}: expected a string, got {type(value).__name__}")
+        if field.nonempty and not value:
+            raise SchemaError(f"{where}: must not be empty")
+        if field.choices and value not in field.choices:
+            raise SchemaError(f"{where}: {value[:40]!r} is not one of {', '.join(field.choices)}")
+        return value
+    if t == "ts":
+        # bool is an int subclass in Python; True is not a timestamp.
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SchemaError(f"{where}: expected epoch milliseconds (integer), got {type(value).__name__}")
+        if not TS_MIN <= value <= TS_MAX:
+            raise SchemaError(f"{where}: {value} is not epoch milliseconds between 2000 and 2100")
+        return value
+    if t == "bool":
+        if not isinstance(value, bool):
+            raise SchemaError(f"{where}: expected true or false, got {type(value).__name__}")
+        return value
+    if t == "strs":
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise SchemaError(f"{where}: expected a list of strings")
+        return tuple(value)
+    raise AssertionError(f"unknown field type {t}")  # a bug in this file, not bad input
+
+
+def validate_event(obj: Any, max_text_chars: int = 100_000) -> dict[str, Any]:
+    """Return the event with defaults filled and unknown fields under `extra`, or raise SchemaError."""
+    if not isinstance(obj, dict):
+        raise SchemaError(f"event: expected a JSON object, got {type(obj).__name__}")
+    kind = obj.get("kind")
+    if kind not in KINDS:
+        if kind is None:
+            raise SchemaError("kind: missing")
+        raise SchemaError(f"kind: {str(kind)[:40]!r} is not one of {', '.join(KINDS)}")
+    out: dict[str, Any] = {}
+    for field in COMMON + KINDS[kind]:
+        where = f"{kind}.{field.name}"
+        value = obj.get(field.name)
+        if value is None:
+            if field.required:
+                raise SchemaError(f"{where}: missing")
+            out[field.name] = field.default
+            continue
+        out[field.name] = _check(field, value, where)
+    if kind == "message" and len(out["text"]) > max_text_chars:
+        raise SchemaError(f"message.text: {len(out['text'])} characters, over the limit of {max_text_chars}")
+    known = _KNOWN[kind]
+    out["extra"] = {k: v for k, v in obj.items() if k not in known}
+    return out
+
+
+def event_key(event: dict[str, Any]) -> str:
+    """Kafka key: the group for group-scoped kinds, the user for roster, the org otherwise."""
+    return event.get("group_id") or event.get("user_id") or event["org_id"]
+
+
+# --- findings (SPEC §3) ---------------------------------------------------------------------
+
+FINDING_FIELDS = ("finding_id", "rule", "severity", "org_id", "group_id", "msg_id", "user_id", "ts", "evidence")
+
+
+def finding_id(rule: str, group_id: str, msg_id: str, user_id: str) -> str:
+    """Deterministic, so a replay of the same input never creates a second finding."""
+    raw = "\x1f".join((rule, group_id or "", msg_id or "", user_id or "")).encode()
+    return hashlib.blake2b(raw, digest_size=12).hexdigest()
+
+
+def make_finding(
+    rule: str, severity: str, org_id: str, group_id: str, msg_id: str, user_id: str,
+    ts: int, evidence: dict[str, Any],
+) -> dict[str, Any]:
+    if severity not in SEVERITIES:
+        raise ValueError(f"severity {severity!r} is not one of {SEVERITIES}")
+    return {
+        "finding_id": finding_id(rule, group_id, msg_id, user_id),
+        "rule": rule, "severity": severity, "org_id": org_id, "group_id": group_id,
+        "msg_id": msg_id, "user_id": user_id, "ts": ts, "evidence": evidence,
+    }

@@ -1,0 +1,96 @@
+"""ClickHouse rows built from the records in `schemas.records`; column order matches the migrations."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from schemas.records import KINDS
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a row came from in Kafka (or a file); the sink's exactly-once bookkeeping uses it."""
+
+    topic: str
+    partition: int
+    offset: int
+    index: int = 0  # position inside a batch envelope
+
+
+SRC_COLUMNS = ("src_topic", "src_partition", "src_offset", "src_index")
+
+RAW_COLUMNS = ("event_id", "kind", "org_id", "group_id", "user_id", "ts", "payload") + SRC_COLUMNS
+
+_MESSAGE_FIELDS = tuple(f.name for f in KINDS["message"])
+MESSAGE_COLUMNS = ("event_id", "org_id") + _MESSAGE_FIELDS + ("tokens", "extra", "ts") + SRC_COLUMNS
+
+FINDING_COLUMNS = (
+    "finding_id", "rule", "severity", "org_id", "group_id", "msg_id", "user_id", "ts", "evidence",
+) + SRC_COLUMNS
+
+DEADLETTER_COLUMNS = ("dl_id", "error", "raw", "raw_encoding") + SRC_COLUMNS
+
+# The key each table is deduplicated on (the first column of every row).
+TABLES = {
+    "raw_events": RAW_COLUMNS,
+    "messages": MESSAGE_COLUMNS,
+    "findings": FINDING_COLUMNS,
+    "deadletter": DEADLETTER_COLUMNS,
+}
+
+
+def _src(src: Source) -> tuple[str, int, int, int]:
+    return (src.topic, src.partition, src.offset, src.index)
+
+
+def dumps(obj: Any) -> str:
+    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def raw_row(event: dict[str, Any], src: Source) -> tuple:
+    return (
+        event["event_id"], event["kind"], event["org_id"], event.get("group_id") or "",
+        event.get("user_id") or event.get("sender_id") or "", event["ts"], dumps(event),
+    ) + _src(src)
+
+
+def message_row(event: dict[str, Any], tokens: list[str], src: Source) -> tuple:
+    values = []
+    for name in _MESSAGE_FIELDS:
+        v = event[name]
+        values.append(list(v) if isinstance(v, tuple) else ("" if v is None else v))
+    return (event["event_id"], event["org_id"], *values, tokens, dumps(event["extra"]), event["ts"]) + _src(src)
+
+
+def finding_row(finding: dict[str, Any], src: Source) -> tuple:
+    return tuple(
+        dumps(finding["evidence"]) if c == "evidence" else (finding[c] or "")
+        for c in FINDING_COLUMNS[:-4]
+    ) + _src(src)
+
+
+def encode_raw(raw: bytes) -> tuple[str, str]:
+    """Raw bytes as text: UTF-8 when they are, base64 otherwise (SPEC §2)."""
+    try:
+        return raw.decode("utf-8"), "utf8"
+    except UnicodeDecodeError:
+        return base64.b64encode(raw).decode("ascii"), "base64"
+
+
+def deadletter_record(raw: bytes, error: str, src: Source) -> dict[str, Any]:
+    """The dead letter as it goes to the qg.deadletter topic and, as a row, to ClickHouse."""
+    text, encoding = encode_raw(raw)
+    return {
+        "dl_id": f"{src.topic}:{src.partition}:{src.offset}:{src.index}",
+        "error": error, "raw": text, "raw_encoding": encoding,
+        "src_topic": src.topic, "src_partition": src.partition,
+        "src_offset": src.offset, "src_index": src.index,
+    }
+
+
+def deadletter_row(record: dict[str, Any]) -> tuple:
+    return tuple(record[c] for c in DEADLETTER_COLUMNS)
