@@ -1,0 +1,77 @@
+"""The ingest agent: qg.events → decode, validate, tokenize, detect (pipeline.processor) → ClickHouse.
+
+Offsets are acked only after the sink has written the rows they produced; dead letters and findings
+are published to their topics before that, so a crash repeats them at most (consumers key on
+dl_id / finding_id). The logic lives in pipeline/; this module only wires it to Faust.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import faust
+import orjson
+
+from pipeline.config import Config
+from pipeline.processor import Processor
+from pipeline.sink.backends import connect
+from pipeline.sink.migrate import migrate
+from pipeline.sink.writer import ClickHouseSink
+from schemas.rows import Source
+
+log = logging.getLogger("qunguard.agent")
+
+# Records per take: small enough that tokenizing one take (up to 100 events an envelope) keeps the
+# event loop, and with it the consumer's heartbeats, responsive.
+TAKE_RECORDS = 200
+
+
+class SinkDriver:
+    """Holds the events whose rows are queued in the sink and acks them once those rows are written."""
+
+    def __init__(self, sink: ClickHouseSink, app: faust.App) -> None:
+        self.sink = sink
+        self.app = app
+        self.unacked: list[tuple[faust.StreamT, faust.EventT]] = []
+        self.lock = asyncio.Lock()
+
+    async def flush(self, force: bool = False) -> None:
+        async with self.lock:
+            if not self.unacked or not (force or self.sink.due()):
+                return
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, self.sink.flush)
+            await self.app.producer.flush()
+            for stream, event in self.unacked:
+                await stream.ack(event)
+            self.unacked.clear()
+
+
+def register(app: faust.App, cfg: Config) -> None:
+    events_topic = app.topic(cfg.topic("events"), partitions=cfg.kafka.partitions)
+    findings_topic = app.topic(cfg.topic("findings"), partitions=cfg.kafka.partitions)
+    dead_topic = app.topic(cfg.topic("deadletter"), partitions=cfg.kafka.partitions)
+    backend = connect(cfg.clickhouse.url)
+    migrate(backend)
+    processor = Processor(cfg)
+    driver = SinkDriver(ClickHouseSink(backend, cfg.sink), app)
+
+    @app.agent(events_topic)
+    async def ingest(stream: faust.StreamT) -> None:
+        loop = asyncio.get_running_loop()
+        async for events in stream.noack().noack_take(TAKE_RECORDS, within=cfg.sink.batch_seconds / 2):
+            batch = processor.process(
+                (e.value, Source(e.message.topic, e.message.partition, e.message.offset)) for e in events)
+            async with driver.lock:
+                batch = await loop.run_in_executor(None, driver.sink.admit, batch)
+                for dl in batch.dead:
+                    await dead_topic.send(key=dl["dl_id"].encode(), value=orjson.dumps(dl))
+                for f in batch.findings:
+                    await findings_topic.send(key=(f["group_id"] or f["org_id"]).encode(), value=orjson.dumps(f))
+                driver.unacked.extend((stream, e) for e in events)
+            await driver.flush()
+
+    @app.timer(interval=max(cfg.sink.batch_seconds / 2, 0.1))
+    async def flush_idle() -> None:
+        await driver.flush()

@@ -1,0 +1,178 @@
+"""The `qunguard` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from pipeline.config import Config, ConfigError, load_config
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+
+
+def _parse_until(text: str) -> int:
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        raise SystemExit(f"qunguard: --until: {text!r} is not an ISO 8601 date-time") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=SHANGHAI)  # the policies' clock; say +00:00 for UTC
+    return int(dt.timestamp() * 1000)
+
+
+def cmd_migrate(cfg: Config, args: argparse.Namespace) -> int:
+    from pipeline.sink.backends import connect
+    from pipeline.sink.migrate import migrate
+
+    backend = connect(cfg.clickhouse.url)
+    applied = migrate(backend)
+    print(f"{backend.database}: applied {', '.join(applied)}" if applied else f"{backend.database}: up to date")
+    backend.close()
+    return 0
+
+
+def cmd_worker(cfg: Config, args: argparse.Namespace) -> int:
+    if not cfg.kafka.url:
+        raise ConfigError("config: kafka.url: required for a worker (set QG_KAFKA_URL); `qunguard demo` "
+                          "starts an embedded broker")
+    import faust
+
+    from agents.app import create_app
+    from pipeline.kafka import ensure_topics
+
+    ensure_topics(cfg)
+    app = create_app(cfg)
+    worker = faust.Worker(app, loglevel=cfg.worker.log_level.upper(), quiet=True)
+    worker.execute_from_commandline()
+    return 0
+
+
+def cmd_produce(cfg: Config, args: argparse.Namespace) -> int:
+    from pipeline.kafka import ensure_topics
+    from pipeline.produce import file_records, produce
+
+    ensure_topics(cfg)
+    with open(args.file, "rb") as fh:
+        ends = produce(cfg, file_records(fh, args.envelope), rate=args.rate, show_progress=not args.quiet)
+    print(f"sent to {cfg.topic('events')}: {sum(ends.values())} records over {len(ends)} partitions",
+          file=sys.stderr)
+    return 0
+
+
+def cmd_simulate(cfg: Config, args: argparse.Namespace) -> int:
+    from pipeline.simulate import Simulator
+
+    sim = Simulator(orgs=args.orgs, groups=args.groups, members=args.members, seed=args.seed)
+    records = sim.records(args.events, malformed=args.malformed, envelope=args.envelope)
+    if args.kafka:
+        from pipeline.kafka import ensure_topics
+        from pipeline.produce import produce
+
+        if not cfg.kafka.url:
+            raise ConfigError("config: kafka.url: required for --kafka (set QG_KAFKA_URL)")
+        ensure_topics(cfg)
+        produce(cfg, records, rate=args.rate, total=args.events, show_progress=not args.quiet)
+        return 0
+    out = open(args.out, "wb") if args.out else sys.stdout.buffer
+    try:
+        for rec in records:
+            out.write(rec.value)
+            out.write(b"\n")
+    finally:
+        if args.out:
+            out.close()
+    return 0
+
+
+def cmd_replay(cfg: Config, args: argparse.Namespace) -> int:
+    from pipeline.replay import replay, write_findings
+
+    if args.policy:
+        from pipeline.policy import load_policy
+
+        load_policy(args.policy)
+    until = _parse_until(args.until) if args.until else None
+    with open(args.events, "rb") as fh:
+        result = replay(fh, until=until, max_text_chars=cfg.ingest.max_text_chars)
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as out:
+            write_findings(result.findings, out)
+    else:
+        write_findings(result.findings, sys.stdout)
+    if result.dead:
+        print(f"qunguard replay: {len(result.dead)} invalid lines skipped (first: line "
+              f"{result.dead[0]['src_offset']}: {result.dead[0]['error']})", file=sys.stderr)
+    return 0
+
+
+def cmd_demo(cfg: Config, args: argparse.Namespace) -> int:
+    from pipeline.demo import run_demo
+
+    run_demo(cfg, seconds=args.seconds, rate=args.rate, seed=args.seed)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="qunguard", description=__doc__)
+    p.add_argument("--config", help="YAML configuration file (default: $QG_CONFIG)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("migrate", help="apply the ClickHouse migrations (idempotent)").set_defaults(fn=cmd_migrate)
+    sub.add_parser("worker", help="run a Faust worker (several can share a consumer group)").set_defaults(
+        fn=cmd_worker)
+
+    s = sub.add_parser("produce", help="send a JSON Lines file to the events topic")
+    s.add_argument("file")
+    s.add_argument("--envelope", type=int, default=1, help="pack up to N events of a group into one record")
+    s.add_argument("--rate", type=float, default=0.0, help="events per second (0 = as fast as possible)")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(fn=cmd_produce)
+
+    s = sub.add_parser("simulate", help="synthetic traffic to a file, stdout or Kafka")
+    s.add_argument("--events", type=int, default=10_000)
+    s.add_argument("--orgs", type=int, default=2)
+    s.add_argument("--groups", type=int, default=40, help="groups in all")
+    s.add_argument("--members", type=int, default=12, help="members per group")
+    s.add_argument("--seed", type=int, default=7)
+    s.add_argument("--malformed", type=int, default=0, help="bad records to mix in (they go to dead letters)")
+    s.add_argument("--envelope", type=int, default=1, help="batch envelopes of up to N events of one group")
+    s.add_argument("--rate", type=float, default=0.0, help="events per second to Kafka (0 = unthrottled)")
+    s.add_argument("--out", help="JSON Lines file (default: stdout)")
+    s.add_argument("--kafka", action="store_true", help="send to the events topic instead of a file")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(fn=cmd_simulate)
+
+    s = sub.add_parser("replay", help="run every detector over a JSON Lines file (SPEC §5)")
+    s.add_argument("events")
+    s.add_argument("--policy")
+    s.add_argument("--until", help="advance the clock to this ISO 8601 moment after the last event")
+    s.add_argument("--out")
+    s.set_defaults(fn=cmd_replay)
+
+    s = sub.add_parser("demo", help="embedded broker + chDB + a worker + 30 s of simulated traffic")
+    s.add_argument("--seconds", type=float, default=30.0)
+    s.add_argument("--rate", type=float, default=1500.0, help="events per second")
+    s.add_argument("--seed", type=int, default=7)
+    s.set_defaults(fn=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = load_config(args.config)
+        return args.fn(cfg, args)
+    except ConfigError as exc:
+        print(f"qunguard: {exc}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as exc:
+        print(f"qunguard: {exc.filename}: no such file", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""Configuration: defaults, then a YAML file, then QG_* environment variables; validated once.
+
+Keys are `section.name` (e.g. `sink.batch_rows`); the environment variable for a key is
+`QG_SECTION_NAME` (e.g. `QG_SINK_BATCH_ROWS`), and `QG_CONFIG` names the YAML file. A bad value
+stops the program with one message that names the key and where the value came from.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class ConfigError(ValueError):
+    """Bad configuration; the message names the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class KafkaConfig(_Section):
+    url: str = Field("", description="kafka://host:port[,host:port]; empty = embedded Tansu broker (demo only)")
+    topic_prefix: str = "qg."
+    partitions: int = Field(8, ge=1, le=1024)
+    session_timeout_seconds: float = Field(10.0, ge=1)
+    max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+
+
+class ClickHouseConfig(_Section):
+    url: str = "chdb:.qunguard/chdb"
+
+
+class SinkConfig(_Section):
+    batch_rows: int = Field(10_000, ge=1)
+    batch_seconds: float = Field(1.0, gt=0)
+    max_backoff_seconds: float = Field(30.0, gt=0)
+    dedupe_cache: int = Field(1_000_000, ge=0)
+
+
+class IngestConfig(_Section):
+    max_text_chars: int = Field(100_000, ge=1)
+
+
+class TokenizerConfig(_Section):
+    hmm: bool = False
+    user_dict: str | None = None
+    cache_size: int = Field(200_000, ge=0)
+
+
+class WorkerConfig(_Section):
+    app_id: str = "qunguard"
+    data_dir: str = ".qunguard/worker"
+    log_level: Literal["debug", "info", "warning", "error"] = "warning"
+
+
+class Config(_Section):
+    kafka: KafkaConfig = KafkaConfig()
+    clickhouse: ClickHouseConfig = ClickHouseConfig()
+    sink: SinkConfig = SinkConfig()
+    ingest: IngestConfig = IngestConfig()
+    tokenizer: TokenizerConfig = TokenizerConfig()
+    worker: WorkerConfig = WorkerConfig()
+
+    def topic(self, name: str) -> str:
+        return f"{self.kafka.topic_prefix}{name}"
+
+
+SECTIONS = tuple(Config.model_fields)
+
+
+def _env_overrides(env: dict[str, str]) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
+    data: dict[str, dict[str, str]] = {}
+    origin: dict[str, str] = {}
+    for var, value in env.items():
+        if not var.startswith("QG_") or var in ("QG_CONFIG", "QG_CACHE_DIR"):
+            continue
+        rest = var[3:].lower()
+        section = next((s for s in SECTIONS if rest.startswith(s + "_")), None)
+        if section is None:
+            raise ConfigError(f"config: {var} names no known section ({', '.join(SECTIONS)})")
+        key = rest[len(section) + 1:]
+        data.setdefault(section, {})[key] = value
+        origin[f"{section}.{key}"] = var
+    return data, origin
+
+
+def load_config(path: str | Path | None = None, env: dict[str, str] | None = None) -> Config:
+    env = dict(os.environ if env is None else env)
+    path = path or env.get("QG_CONFIG")
+    data: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    if path:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except OSError as exc:
+            raise ConfigError(f"config: cannot read {path}: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config: {path} is not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config: {path} must be a mapping of sections")
+        data = loaded
+        origin = {f"{s}.{k}": str(path) for s, v in loaded.items() if isinstance(v, dict) for k in v}
+    overrides, env_origin = _env_overrides(env)
+    for section, values in overrides.items():
+        merged = dict(data.get(section) or {})
+        merged.update(values)
+        data[section] = merged
+    origin.update(env_origin)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        source = origin.get(key)
+        where = f" (from {source})" if source else ""
+        raise ConfigError(f"config: {key}: {err['msg']}{where}") from None

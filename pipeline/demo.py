@@ -1,0 +1,121 @@
+"""`qunguard demo`: the whole path on the embedded defaults in one command.
+
+Tansu broker when no Kafka is configured, chDB when no ClickHouse is configured, one Faust worker
+(a child process), simulated traffic for about half a minute, then a summary of what landed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.config import Config
+from pipeline.devservices import Service, start_tansu
+from pipeline.kafka import ensure_topics
+from pipeline.produce import produce, wait_drained
+from pipeline.simulate import Simulator
+from pipeline.sink.backends import connect
+
+DEFAULT_CHDB = "chdb:.qunguard/chdb"
+
+
+def worker_env(cfg: Config) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "QG_KAFKA_URL": cfg.kafka.url, "QG_CLICKHOUSE_URL": cfg.clickhouse.url,
+        "QG_KAFKA_SESSION_TIMEOUT_SECONDS": str(cfg.kafka.session_timeout_seconds),
+        "QG_KAFKA_PARTITIONS": str(cfg.kafka.partitions), "QG_KAFKA_TOPIC_PREFIX": cfg.kafka.topic_prefix,
+        "QG_WORKER_APP_ID": cfg.worker.app_id, "QG_WORKER_DATA_DIR": cfg.worker.data_dir,
+    })
+    return env
+
+
+def run_demo(cfg: Config, seconds: float = 30.0, rate: float = 1500.0, seed: int = 7,
+             console: Console | None = None) -> dict[str, int]:
+    console = console or Console()
+    home = Path(".qunguard/demo")
+    services: list[Service] = []
+    worker = None
+    try:
+        if not cfg.kafka.url:
+            console.print("[dim]no kafka.url configured: starting the embedded Tansu broker[/]")
+            tansu = start_tansu(home / "tansu")
+            services.append(tansu)
+            # Tansu delays a new consumer group by about half its session timeout.
+            cfg = cfg.model_copy(update={
+                "kafka": cfg.kafka.model_copy(update={"url": tansu.url, "session_timeout_seconds": 6.0})})
+        if cfg.clickhouse.url == DEFAULT_CHDB:
+            console.print("[dim]no clickhouse.url configured: embedded chDB in .qunguard/demo/chdb[/]")
+            shutil.rmtree(home / "chdb", ignore_errors=True)
+            cfg = cfg.model_copy(update={"clickhouse": cfg.clickhouse.model_copy(
+                update={"url": f"chdb:{home / 'chdb'}"})})
+        ensure_topics(cfg)
+        worker = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker"], env=worker_env(cfg))
+        n = int(seconds * rate)
+        sim = Simulator(orgs=3, groups=90, members=15, seed=seed)
+        console.print(f"[bold]simulating[/] {n:,} events over ~{seconds:.0f}s into {cfg.topic('events')}")
+        ends = produce(cfg, sim.records(n, malformed=max(1, n // 1000), envelope=20), rate=rate, total=n)
+        console.print("[dim]waiting for the worker to store everything…[/]")
+        if not wait_drained(cfg, ends, timeout=180, alive=lambda: worker.poll() is None):
+            raise RuntimeError(f"the worker did not store everything (exit code {worker.poll()})")
+        worker.terminate()
+        worker.wait(60)
+        worker = None
+        return summarize(cfg, console)
+    finally:
+        if worker is not None and worker.poll() is None:
+            worker.kill()
+        for s in services:
+            s.stop()
+
+
+def summarize(cfg: Config, console: Console) -> dict[str, int]:
+    backend = connect(cfg.clickhouse.url)
+    db = backend.database
+    counts = {t: backend.query(f"SELECT count() FROM {db}.{t}")[0][0]
+              for t in ("raw_events", "messages", "findings", "deadletter")}
+    t = Table(title="What landed in ClickHouse")
+    t.add_column("table")
+    t.add_column("rows", justify="right")
+    for name, c in counts.items():
+        t.add_row(name, f"{int(c):,}")
+    console.print(t)
+    kinds = Table(title="Events by kind")
+    kinds.add_column("kind")
+    kinds.add_column("events", justify="right")
+    for kind, c in backend.query(f"SELECT kind, count() FROM {db}.raw_events GROUP BY kind ORDER BY kind"):
+        kinds.add_row(kind, f"{int(c):,}")
+    console.print(kinds)
+    rules = Table(title="Findings by rule")
+    rules.add_column("rule")
+    rules.add_column("findings", justify="right")
+    for rule, c in backend.query(f"SELECT rule, count() FROM {db}.findings GROUP BY rule ORDER BY rule"):
+        rules.add_row(rule, f"{int(c):,}")
+    if not counts["findings"]:
+        rules.add_row("[dim](no rule families enabled yet)[/]", "0")
+    console.print(rules)
+    busy = Table(title="Busiest groups")
+    for col in ("group", "messages", "senders", "top tokens"):
+        busy.add_column(col)
+    sql = (f"SELECT group_id, count() AS n, uniqExact(sender_id), "
+           f"arrayStringConcat(arraySlice(topK(5)(arrayJoin(arrayFilter(x -> lengthUTF8(x) > 1, tokens))), 1, 5), ' ') "
+           f"FROM {db}.messages GROUP BY group_id ORDER BY n DESC LIMIT 5")
+    for gid, n, senders, top in backend.query(sql):
+        busy.add_row(gid, f"{int(n):,}", str(senders), top)
+    console.print(busy)
+    errors = backend.query(f"SELECT error, count() FROM {db}.deadletter GROUP BY error ORDER BY count() DESC LIMIT 5")
+    if errors:
+        dl = Table(title="Dead letters (top reasons)")
+        dl.add_column("error")
+        dl.add_column("count", justify="right")
+        for err, c in errors:
+            dl.add_row(err[:90], str(c))
+        console.print(dl)
+    backend.close()
+    return {k: int(v) for k, v in counts.items()}

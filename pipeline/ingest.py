@@ -1,0 +1,48 @@
+"""Decode one Kafka record (or file line) into valid events and dead letters.
+
+A record is one JSON event or a batch envelope (a JSON array of events). Each element is validated
+on its own: a bad one becomes a dead letter with the reason, the rest of the envelope goes on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from schemas.records import SchemaError, validate_event
+from schemas.rows import Source, deadletter_record
+
+
+@dataclass
+class Decoded:
+    events: list[tuple[dict[str, Any], Source]] = field(default_factory=list)
+    dead: list[dict[str, Any]] = field(default_factory=list)
+
+
+def decode_record(raw: bytes | None, src: Source, max_text_chars: int, out: Decoded | None = None) -> Decoded:
+    out = out if out is not None else Decoded()
+    if not raw:
+        out.dead.append(deadletter_record(raw or b"", "empty record", src))
+        return out
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        out.dead.append(deadletter_record(raw, f"invalid JSON: {exc}", src))
+        return out
+    if isinstance(obj, list):
+        if not obj:
+            out.dead.append(deadletter_record(raw, "empty batch envelope", src))
+        for i, element in enumerate(obj):
+            _validate(element, Source(src.topic, src.partition, src.offset, i), max_text_chars, out, None)
+    else:
+        _validate(obj, src, max_text_chars, out, raw)
+    return out
+
+
+def _validate(obj: Any, src: Source, max_text_chars: int, out: Decoded, raw: bytes | None) -> None:
+    try:
+        out.events.append((validate_event(obj, max_text_chars), src))
+    except SchemaError as exc:
+        out.dead.append(deadletter_record(raw if raw is not None else orjson.dumps(obj), str(exc), src))

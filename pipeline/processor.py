@@ -1,0 +1,60 @@
+"""One stage from Kafka records to what the sink writes: decode, validate, tokenize, detect.
+
+The worker's agent and the benchmarks call `Processor.process` on a batch of records; it is plain
+Python with no Faust or ClickHouse in it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.config import Config
+from pipeline.engine import Engine
+from pipeline.ingest import Decoded, decode_record
+from pipeline.tokenize import get_tokenizer
+from schemas.rows import Source, deadletter_row, finding_row, message_row, raw_row
+
+
+@dataclass
+class Batch:
+    """Rows per ClickHouse table (key first, source position last) and what goes to the topics."""
+
+    rows: dict[str, list[tuple]] = field(default_factory=lambda: {
+        "raw_events": [], "messages": [], "findings": [], "deadletter": []})
+    findings: list[dict[str, Any]] = field(default_factory=list)
+    dead: list[dict[str, Any]] = field(default_factory=list)
+    events: int = 0
+
+    def __len__(self) -> int:
+        return sum(len(r) for r in self.rows.values())
+
+
+class Processor:
+    def __init__(self, cfg: Config, engine: Engine | None = None) -> None:
+        self.cfg = cfg
+        t = cfg.tokenizer
+        self.tokenizer = get_tokenizer(hmm=t.hmm, user_dict=t.user_dict, cache_size=t.cache_size)
+        self.engine = engine or Engine()
+
+    def process(self, records: Iterable[tuple[bytes | None, Source]]) -> Batch:
+        decoded = Decoded()
+        for raw, src in records:
+            decode_record(raw, src, self.cfg.ingest.max_text_chars, decoded)
+        batch = Batch(events=len(decoded.events))
+        rows = batch.rows
+        tokenize = self.tokenizer.tokens
+        for event, src in decoded.events:
+            rows["raw_events"].append(raw_row(event, src))
+            tokens: list[str] = []
+            if event["kind"] == "message":
+                tokens = tokenize(event["text"])
+                rows["messages"].append(message_row(event, tokens, src))
+            for finding in self.engine.process(event, tokens):
+                rows["findings"].append(finding_row(finding, src))
+                batch.findings.append(finding)
+        for dl in decoded.dead:
+            rows["deadletter"].append(deadletter_row(dl))
+            batch.dead.append(dl)
+        return batch

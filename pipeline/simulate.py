@@ -1,0 +1,233 @@
+"""Realistic synthetic traffic: orgs, rosters, groups and members, then a day of work chatter with
+notices and their acknowledgements, floods, violations and member changes. Seeded: the same
+arguments give byte-identical output.
+
+`malformed` adds records that must end in the dead letters (broken JSON, wrong types, missing
+fields, invalid UTF-8, a 1 MB text, unknown kinds); `envelope` packs consecutive events of one
+group into batch envelopes the way archive pulls deliver them.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+
+VOCAB_FILE = Path(__file__).parent / "data" / "simulate.yaml"
+START_TS = 1_793_498_400_000  # 2026-11-02 09:00 Asia/Shanghai, a Monday
+
+
+@dataclass
+class Record:
+    """One Kafka record (or file line) and what it holds."""
+
+    key: bytes
+    value: bytes
+    valid_ids: list[str] = field(default_factory=list)
+    malformed: int = 0
+
+
+@dataclass
+class Member:
+    user_id: str
+    name: str
+    department: str
+
+
+@dataclass
+class Group:
+    org_id: str
+    group_id: str
+    name: str
+    platform: str
+    members: list[Member]
+    owner: Member
+
+
+class Simulator:
+    def __init__(self, orgs: int = 2, groups: int = 20, members: int = 12, seed: int = 7) -> None:
+        self.rng = random.Random(seed)
+        self.vocab = yaml.safe_load(VOCAB_FILE.read_text(encoding="utf-8"))
+        self.orgs = [f"org{o + 1}" for o in range(orgs)]
+        self.groups_per_org = max(1, groups // max(orgs, 1))
+        self.members_per_group = members
+        self.ts = START_TS
+        self.seq = 0
+        self.groups: list[Group] = []
+        self.roster: dict[str, list[Member]] = {}
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def _id(self, prefix: str) -> str:
+        self.seq += 1
+        return f"{prefix}{self.seq:08d}"
+
+    def _tick(self, mean_ms: int = 1500) -> int:
+        self.ts += int(self.rng.expovariate(1 / mean_ms)) + 1
+        return self.ts
+
+    def _person(self, org: str, i: int) -> Member:
+        v = self.vocab
+        name = self.rng.choice(v["surnames"]) + self.rng.choice(v["given_names"])
+        return Member(f"{org}-u{i:05d}", name, self.rng.choice(v["departments"]))
+
+    def _message(self, g: Group, sender: Member, text: str, **extra: Any) -> dict[str, Any]:
+        ev = {
+            "kind": "message", "event_id": self._id("e"), "org_id": g.org_id, "ts": self._tick(),
+            "platform": g.platform, "group_id": g.group_id, "msg_id": self._id("m"),
+            "sender_id": sender.user_id, "sender_name": f"{sender.department}-{sender.name}",
+            "sender_role": "owner" if sender is g.owner else "member",
+            "msg_type": "text", "text": text, "reply_to": None, "mentions": [],
+        }
+        ev.update(extra)
+        return ev
+
+    # --- the world ----------------------------------------------------------------------------
+
+    def setup(self) -> Iterator[dict[str, Any]]:
+        v = self.vocab
+        for org in self.orgs:
+            people = [self._person(org, i) for i in range(self.groups_per_org * self.members_per_group // 2 + 10)]
+            self.roster[org] = people
+            for p in people:
+                yield {"kind": "roster", "event_id": self._id("e"), "org_id": org, "ts": self._tick(50),
+                       "user_id": p.user_id, "name": p.name, "department": p.department, "status": "active"}
+            for gi in range(self.groups_per_org):
+                members = self.rng.sample(people, min(self.members_per_group, len(people)))
+                owner = members[0]
+                dept = owner.department
+                g = Group(org, f"{org}-g{gi:05d}", f"{dept}{self.rng.choice(v['group_kinds'])}",
+                          self.rng.choice(v["platforms"]), members, owner)
+                self.groups.append(g)
+                yield {"kind": "group", "event_id": self._id("e"), "org_id": org, "ts": self._tick(50),
+                       "group_id": g.group_id, "action": "create", "name": g.name, "owner_id": owner.user_id,
+                       "registered": self.rng.random() < 0.9, "temporary": False, "ends_at": None}
+                for m in members:
+                    yield {"kind": "member", "event_id": self._id("e"), "org_id": org, "ts": self._tick(50),
+                           "group_id": g.group_id, "user_id": m.user_id, "action": "join",
+                           "actor_id": owner.user_id, "nickname": f"{m.department}-{m.name}",
+                           "role": "owner" if m is owner else "member"}
+
+    def traffic(self) -> Iterator[dict[str, Any]]:
+        """Endless chatter; the caller decides how much to take."""
+        v, rng = self.vocab, self.rng
+        while True:
+            g = rng.choice(self.groups)
+            roll = rng.random()
+            if roll < 0.72:
+                yield self._message(g, rng.choice(g.members), rng.choice(v["chatter"]))
+            elif roll < 0.78:
+                notice = self._message(g, g.owner, rng.choice(v["notices"]), mentions=["@all"])
+                yield notice
+                for m in rng.sample(g.members[1:], k=max(1, int(len(g.members[1:]) * rng.uniform(0.5, 1.0)))):
+                    quote = rng.random() < 0.2
+                    yield self._message(g, m, rng.choice(v["acks"]), reply_to=notice["msg_id"] if quote else None)
+            elif roll < 0.80:
+                sender, text = rng.choice(g.members), rng.choice(v["floods"])
+                for _ in range(rng.randint(3, 6)):
+                    yield self._message(g, sender, text + "!" * rng.randint(0, 2))
+            elif roll < 0.84:
+                yield self._message(g, rng.choice(g.members), rng.choice(v["violations"]))
+            elif roll < 0.88:
+                kind = rng.choice(["image", "sticker", "file", "red_packet", "link"])
+                extra: dict[str, Any] = {"msg_type": kind, "text": ""}
+                if kind == "file":
+                    extra["file_name"] = rng.choice(v["file_names"])
+                if kind == "link":
+                    extra["text"] = "看看这个 https://mp.weixin.qq.com/s/abc"
+                    extra["urls"] = ["https://mp.weixin.qq.com/s/abc"]
+                yield self._message(g, rng.choice(g.members), extra.pop("text"), **extra)
+            elif roll < 0.93:
+                m = rng.choice(g.members)
+                yield self._message(g, m, f"@{g.owner.name} {rng.choice(v['chatter'])}", mentions=[g.owner.user_id])
+            else:
+                yield from self._membership(g)
+
+    def _membership(self, g: Group) -> Iterator[dict[str, Any]]:
+        rng = self.rng
+        base = {"kind": "member", "org_id": g.org_id, "group_id": g.group_id}
+        action = rng.choice(["join", "leave", "nickname"])
+        if action == "join":
+            p = rng.choice(self.roster[g.org_id])
+            inviter = rng.choice(g.members)
+            if p not in g.members:
+                g.members.append(p)
+            yield {**base, "event_id": self._id("e"), "ts": self._tick(), "user_id": p.user_id, "action": "join",
+                   "actor_id": inviter.user_id, "nickname": p.name if rng.random() < 0.3 else f"{p.department}-{p.name}",
+                   "role": "member"}
+        elif action == "leave" and len(g.members) > 3:
+            m = rng.choice(g.members[1:])
+            g.members.remove(m)
+            yield {**base, "event_id": self._id("e"), "ts": self._tick(), "user_id": m.user_id, "action": "leave",
+                   "actor_id": m.user_id, "nickname": None, "role": None}
+        else:
+            m = rng.choice(g.members)
+            yield {**base, "event_id": self._id("e"), "ts": self._tick(), "user_id": m.user_id,
+                   "action": "nickname", "actor_id": m.user_id, "nickname": m.name, "role": None}
+
+    def events(self, n: int) -> Iterator[dict[str, Any]]:
+        """The setup events, then traffic, `n` events in all (at least the setup)."""
+        count = 0
+        for ev in self.setup():
+            count += 1
+            yield ev
+        for ev in self.traffic():
+            if count >= n:
+                return
+            count += 1
+            yield ev
+
+    # --- records ------------------------------------------------------------------------------
+
+    def malformed(self, i: int) -> Record:
+        """The i-th malformed record; cycles through every way input goes wrong."""
+        g = self.groups[i % len(self.groups)] if self.groups else None
+        gid = g.group_id if g else "g0"
+        good = self._message(g, g.owner, "正常消息") if g else {}
+        variants: list[Any] = [
+            b'{"kind": "message", "event_id": "broken' + str(i).encode(),  # broken JSON
+            {**good, "ts": "yesterday"},  # wrong type
+            {**good, "mentions": "@all"},  # wrong type
+            {k: v for k, v in good.items() if k != "group_id"},  # missing field
+            {k: v for k, v in good.items() if k != "event_id"},  # missing field
+            b'{"kind":"message","text":"\xff\xfe\xfd bad bytes"}',  # invalid UTF-8
+            {**good, "kind": "telegram"},  # unknown kind
+            {**good, "platform": "icq"},  # bad enum
+            {**good, "ts": 1_700_000_000},  # seconds, not milliseconds
+            42,  # not an object
+            [{**good, "event_id": self._id("e"), "ts": True}],  # bad element in an envelope
+            {**good, "text": "刷" * 350_000},  # a 1 MB text (UTF-8)
+        ]
+        v = variants[i % len(variants)]
+        value = v if isinstance(v, bytes) else orjson.dumps(v)
+        return Record(gid.encode(), value, [], 1)
+
+    def records(self, n: int, malformed: int = 0, envelope: int = 1) -> Iterator[Record]:
+        """`n` valid events as records (envelopes of up to `envelope` events of one group), with
+        `malformed` bad records spread evenly among them."""
+        spacing = max(1, n // malformed) if malformed else 0
+        bad_made = 0
+        pending: dict[str, list[dict[str, Any]]] = {}
+        for i, ev in enumerate(self.events(n)):
+            if spacing and i % spacing == spacing - 1 and bad_made < malformed:
+                yield self.malformed(bad_made)
+                bad_made += 1
+            key = ev.get("group_id") or ev.get("user_id") or ev["org_id"]
+            if envelope <= 1:
+                yield Record(key.encode(), orjson.dumps(ev), [ev["event_id"]])
+                continue
+            buf = pending.setdefault(key, [])
+            buf.append(ev)
+            if len(buf) >= envelope:
+                yield Record(key.encode(), orjson.dumps(buf), [e["event_id"] for e in buf])
+                del pending[key]
+        while bad_made < malformed:
+            yield self.malformed(bad_made)
+            bad_made += 1
+        for key, buf in pending.items():
+            yield Record(key.encode(), orjson.dumps(buf), [e["event_id"] for e in buf])
