@@ -52,6 +52,7 @@ class Group:
 class Simulator:
     def __init__(self, orgs: int = 2, groups: int = 20, members: int = 12, seed: int = 7) -> None:
         self.rng = random.Random(seed)
+        self.seed = seed
         self.vocab = yaml.safe_load(VOCAB_FILE.read_text(encoding="utf-8"))
         self.orgs = [f"org{o + 1}" for o in range(orgs)]
         self.groups_per_org = max(1, groups // max(orgs, 1))
@@ -65,7 +66,7 @@ class Simulator:
 
     def _id(self, prefix: str) -> str:
         self.seq += 1
-        return f"{prefix}{self.seq:08d}"
+        return f"{prefix}{self.seed}-{self.seq:08d}"
 
     def _tick(self, mean_ms: int = 1500) -> int:
         self.ts += int(self.rng.expovariate(1 / mean_ms)) + 1
@@ -157,9 +158,9 @@ class Simulator:
             inviter = rng.choice(g.members)
             if p not in g.members:
                 g.members.append(p)
+            nickname = p.name if rng.random() < 0.3 else f"{p.department}-{p.name}"
             yield {**base, "event_id": self._id("e"), "ts": self._tick(), "user_id": p.user_id, "action": "join",
-                   "actor_id": inviter.user_id, "nickname": p.name if rng.random() < 0.3 else f"{p.department}-{p.name}",
-                   "role": "member"}
+                   "actor_id": inviter.user_id, "nickname": nickname, "role": "member"}
         elif action == "leave" and len(g.members) > 3:
             m = rng.choice(g.members[1:])
             g.members.remove(m)

@@ -28,6 +28,11 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
+def _first_lines(exc: BaseException) -> str:
+    """The server's message without its stack trace."""
+    return str(exc).split("Stack trace:")[0].strip()
+
+
 def parse_version(text: str) -> tuple[int, ...]:
     return tuple(int(p) for p in re.findall(r"\d+", text)[:3])
 
@@ -55,7 +60,7 @@ class NativeBackend:
                 return self._client.execute(sql, params) if params is not None else self._client.execute(sql)
             except (DriverError, OSError, EOFError) as exc:
                 self._client.disconnect()
-                raise BackendError(f"ClickHouse: {exc}") from exc
+                raise BackendError(f"ClickHouse: {_first_lines(exc)}") from exc
 
     def execute(self, sql: str) -> None:
         self._run(sql)
@@ -92,7 +97,7 @@ class ChdbBackend:
             try:
                 return self._session.query(sql, fmt)
             except Exception as exc:  # chDB raises plain RuntimeError for SQL errors
-                raise BackendError(f"chDB: {exc}") from exc
+                raise BackendError(f"chDB: {_first_lines(exc)}") from exc
 
     def execute(self, sql: str) -> None:
         self._run(sql)
@@ -105,7 +110,7 @@ class ChdbBackend:
     def insert(self, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
         if not rows:
             return
-        body = b"\n".join(orjson.dumps(dict(zip(columns, r))) for r in rows)
+        body = b"\n".join(orjson.dumps(dict(zip(columns, r, strict=True))) for r in rows)
         self._run(f"INSERT INTO {self.database}.{table} FORMAT JSONEachRow\n" + body.decode())
 
     def version(self) -> tuple[int, ...]:
