@@ -26,7 +26,8 @@ def test_bad_value_names_key_and_source(tmp_path):
     assert "QG_SINK_BATCH_ROWS" in str(exc.value)
     f = tmp_path / "qg.yaml"
     f.write_text("sink:\n  batch_secs: 2\n")
-    with pytest.raises(ConfigError, match=r"config: sink.batch_secs: Extra inputs are not permitted \(from .*qg.yaml\)"):
+    expected = r"config: sink.batch_secs: Extra inputs are not permitted \(from .*qg.yaml\)"
+    with pytest.raises(ConfigError, match=expected):
         load_config(f, env={})
 
 

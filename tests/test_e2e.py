@@ -1,0 +1,136 @@
+"""End to end, for real: simulated events with malformed ones among them → Kafka → Faust workers →
+ClickHouse. Afterwards ClickHouse holds every valid event exactly once with its tokens and every
+malformed record is a dead letter with its reason — also across a SIGKILL and with two workers.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import orjson
+import pytest
+from kafka import KafkaConsumer
+
+from pipeline.kafka import bootstrap, ensure_topics
+from pipeline.produce import produce, wait_drained
+from pipeline.simulate import Simulator
+from pipeline.sink.backends import connect
+from pipeline.sink.migrate import migrate
+from tests.conftest import Worker, count, make_config, server_url, unique, wait_for
+
+pytestmark = pytest.mark.slow
+
+EVENTS = 20_000
+MALFORMED = 240
+
+
+def _records(seed: int = 11):
+    sim = Simulator(orgs=3, groups=60, members=14, seed=seed)
+    # Half the records as single events, half as envelopes: both paths carry real traffic.
+    records = list(sim.records(EVENTS // 2, malformed=MALFORMED // 2, envelope=1))
+    records += list(Simulator(orgs=2, groups=40, members=10, seed=seed + 1).records(
+        EVENTS // 2, malformed=MALFORMED // 2, envelope=25))
+    valid = [i for r in records for i in r.valid_ids]
+    malformed = sum(r.malformed for r in records)
+    messages = {orjson.loads(v)["event_id"] for r in records if r.valid_ids
+                for v in ([r.value] if r.value[:1] == b"{" else [orjson.dumps(e) for e in orjson.loads(r.value)])
+                if orjson.loads(v)["kind"] == "message"}
+    assert len(valid) == len(set(valid)) >= EVENTS and malformed == MALFORMED
+    return records, valid, malformed, messages
+
+
+def _assert_landed(cfg, valid, malformed, messages):
+    backend = connect(cfg.clickhouse.url)
+    db = backend.database
+    try:
+        total, distinct = backend.query(f"SELECT count(), uniqExact(event_id) FROM {db}.raw_events")[0]
+        assert (total, distinct) == (len(valid), len(valid)), "every valid event exactly once"
+        stored = {r[0] for r in backend.query(f"SELECT event_id FROM {db}.raw_events")}
+        assert stored == set(valid)
+        m_total, m_distinct, with_tokens = backend.query(
+            f"SELECT count(), uniqExact(event_id), countIf(notEmpty(tokens) OR text = '') FROM {db}.messages")[0]
+        assert m_total == m_distinct == with_tokens == len(messages)
+        dead = backend.query(f"SELECT error, raw_encoding, src_offset FROM {db}.deadletter")
+        assert len(dead) == malformed, "every malformed record is a dead letter"
+        assert all(err for err, _, _ in dead)
+        errors = " | ".join(e for e, _, _ in dead)
+        for reason in ("invalid JSON", "expected epoch milliseconds", "missing", "over the limit",
+                       "is not one of", "expected a list of strings", "expected a JSON object"):
+            assert reason in errors
+        assert any(enc == "base64" for _, enc, _ in dead), "invalid UTF-8 kept as base64"
+    finally:
+        backend.close()
+
+
+def _setup(tmp_path, kafka, clickhouse_url, **sink):
+    cfg = make_config(tmp_path, kafka.url, clickhouse_url, sink=sink or {"batch_rows": 2000, "batch_seconds": 0.5})
+    ensure_topics(cfg)
+    if not clickhouse_url.startswith("chdb:"):
+        backend = connect(clickhouse_url)
+        migrate(backend)
+        backend.close()
+    return cfg
+
+
+def test_every_event_once_and_every_malformed_in_dead_letters(tmp_path, kafka, clickhouse, workers):
+    cfg = _setup(tmp_path, kafka, server_url(clickhouse, unique("e2e")))
+    records, valid, malformed, messages = _records()
+    ends = produce(cfg, records, show_progress=False)
+    workers.append(Worker(cfg, tmp_path / "worker.log"))
+    assert wait_drained(cfg, ends, timeout=180, alive=lambda: workers[0].proc.poll() is None), \
+        (tmp_path / "worker.log").read_text()[-3000:]
+    _assert_landed(cfg, valid, malformed, messages)
+    # The dead letters are on their topic too, with the reason and the source position.
+    consumer = KafkaConsumer(cfg.topic("deadletter"), bootstrap_servers=bootstrap(cfg.kafka.url),
+                             auto_offset_reset="earliest", consumer_timeout_ms=5000, group_id=unique("dlcheck"))
+    topic_dead = [orjson.loads(m.value) for m in consumer]
+    consumer.close()
+    assert len({d["dl_id"] for d in topic_dead}) == malformed
+    assert all(d["error"] and d["src_topic"] == cfg.topic("events") for d in topic_dead)
+
+
+def test_sigkill_in_the_middle_loses_nothing_and_stores_nothing_twice(tmp_path, kafka, clickhouse, workers):
+    cfg = _setup(tmp_path, kafka, server_url(clickhouse, unique("kill")), batch_rows=500, batch_seconds=0.3)
+    records, valid, malformed, messages = _records(seed=21)
+    result: dict = {}
+    # Traffic keeps arriving while the worker dies and comes back.
+    producer = threading.Thread(target=lambda: result.update(ends=produce(cfg, records, rate=2500,
+                                                                            show_progress=False)))
+    producer.start()
+    workers.append(Worker(cfg, tmp_path / "worker1.log"))
+    stored = wait_for(lambda: count(cfg, "SELECT count() FROM {db}.raw_events") >= 4000 and
+                      count(cfg, "SELECT count() FROM {db}.raw_events"), 120, "the first rows")
+    workers[0].kill()  # SIGKILL: no shutdown, no final commit
+    assert stored < len(valid), "killed in the middle"
+    workers.append(Worker(cfg, tmp_path / "worker2.log"))
+    producer.join()
+    assert wait_drained(cfg, result["ends"], timeout=180, alive=lambda: workers[1].proc.poll() is None)
+    _assert_landed(cfg, valid, malformed, messages)
+
+
+def test_two_workers_share_the_partitions(tmp_path, kafka, clickhouse, workers):
+    cfg = _setup(tmp_path, kafka, server_url(clickhouse, unique("two")))
+    records, valid, malformed, messages = _records(seed=31)
+    workers.append(Worker(cfg, tmp_path / "w1.log"))
+    workers.append(Worker(cfg, tmp_path / "w2.log"))
+    ends = produce(cfg, records, rate=4000, show_progress=False)
+    assert wait_drained(cfg, ends, timeout=180)
+    _assert_landed(cfg, valid, malformed, messages)
+    # Both workers really worked: all partitions were read, each worker received records.
+    backend = connect(cfg.clickhouse.url)
+    parts = backend.query(f"SELECT uniqExact(src_partition) FROM {backend.database}.raw_events")[0][0]
+    backend.close()
+    assert parts == cfg.kafka.partitions
+    for w in workers:
+        # The sink logs each partition the first time its worker receives records from it.
+        assert "recovered [(" in w.log.read_text(), f"{w.log.name} received no records"
+
+
+def test_chdb_backend_end_to_end(tmp_path, kafka, workers):
+    cfg = _setup(tmp_path, kafka, f"chdb:{tmp_path / 'chdb'}")
+    records, valid, malformed, messages = _records(seed=41)
+    ends = produce(cfg, records, show_progress=False)
+    workers.append(Worker(cfg, tmp_path / "worker.log"))
+    assert wait_drained(cfg, ends, timeout=180, alive=lambda: workers[0].proc.poll() is None)
+    workers[0].stop()  # chDB is one process at a time: read after the worker has let go
+    _assert_landed(cfg, valid, malformed, messages)
