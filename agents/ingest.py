@@ -41,10 +41,11 @@ class SinkDriver:
             if not self.unacked or not (force or self.sink.due()):
                 return
             loop = asyncio.get_running_loop()
-            await loop.run_in_executor(None, self.sink.flush)
+            rows = await loop.run_in_executor(None, self.sink.flush)
             await self.app.producer.flush()
             for stream, event in self.unacked:
                 await stream.ack(event)
+            log.info("stored batch: records=%d rows=%d", len(self.unacked), rows)
             self.unacked.clear()
 
 
@@ -72,6 +73,6 @@ def register(app: faust.App, cfg: Config) -> None:
                 driver.unacked.extend((stream, e) for e in events)
             await driver.flush()
 
-    @app.timer(interval=max(cfg.sink.batch_seconds / 2, 0.1))
+    @app.timer(interval=max(cfg.sink.batch_seconds, 0.1))
     async def flush_idle() -> None:
         await driver.flush()

@@ -119,3 +119,14 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
         source = origin.get(key)
         where = f" (from {source})" if source else ""
         raise ConfigError(f"config: {key}: {err['msg']}{where}") from None
+
+
+def config_env(cfg: Config, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment that gives a child process (a worker) exactly this configuration."""
+    env = {k: v for k, v in (os.environ if base is None else base).items() if not k.startswith("QG_")}
+    for section, model in cfg:
+        for key, value in model:
+            if value is not None:
+                text = str(value).lower() if isinstance(value, bool) else str(value)
+                env[f"QG_{section.upper()}_{key.upper()}"] = text
+    return env

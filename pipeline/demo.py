@@ -6,7 +6,6 @@ Tansu broker when no Kafka is configured, chDB when no ClickHouse is configured,
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.config import Config
+from pipeline.config import Config, config_env
 from pipeline.devservices import Service, start_tansu
 from pipeline.kafka import ensure_topics
 from pipeline.produce import produce, wait_drained
@@ -23,17 +22,6 @@ from pipeline.simulate import Simulator
 from pipeline.sink.backends import connect
 
 DEFAULT_CHDB = "chdb:.qunguard/chdb"
-
-
-def worker_env(cfg: Config) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update({
-        "QG_KAFKA_URL": cfg.kafka.url, "QG_CLICKHOUSE_URL": cfg.clickhouse.url,
-        "QG_KAFKA_SESSION_TIMEOUT_SECONDS": str(cfg.kafka.session_timeout_seconds),
-        "QG_KAFKA_PARTITIONS": str(cfg.kafka.partitions), "QG_KAFKA_TOPIC_PREFIX": cfg.kafka.topic_prefix,
-        "QG_WORKER_APP_ID": cfg.worker.app_id, "QG_WORKER_DATA_DIR": cfg.worker.data_dir,
-    })
-    return env
 
 
 def run_demo(cfg: Config, seconds: float = 30.0, rate: float = 1500.0, seed: int = 7,
@@ -56,7 +44,7 @@ def run_demo(cfg: Config, seconds: float = 30.0, rate: float = 1500.0, seed: int
             cfg = cfg.model_copy(update={"clickhouse": cfg.clickhouse.model_copy(
                 update={"url": f"chdb:{home / 'chdb'}"})})
         ensure_topics(cfg)
-        worker = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker"], env=worker_env(cfg))
+        worker = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker"], env=config_env(cfg))
         n = int(seconds * rate)
         sim = Simulator(orgs=3, groups=90, members=15, seed=seed)
         console.print(f"[bold]simulating[/] {n:,} events over ~{seconds:.0f}s into {cfg.topic('events')}")

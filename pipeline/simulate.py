@@ -121,7 +121,7 @@ class Simulator:
             g = rng.choice(self.groups)
             roll = rng.random()
             if roll < 0.72:
-                yield self._message(g, rng.choice(g.members), rng.choice(v["chatter"]))
+                yield self._message(g, rng.choice(g.members), self._chatter(g))
             elif roll < 0.78:
                 notice = self._message(g, g.owner, rng.choice(v["notices"]), mentions=["@all"])
                 yield notice
@@ -145,9 +145,17 @@ class Simulator:
                 yield self._message(g, rng.choice(g.members), extra.pop("text"), **extra)
             elif roll < 0.93:
                 m = rng.choice(g.members)
-                yield self._message(g, m, f"@{g.owner.name} {rng.choice(v['chatter'])}", mentions=[g.owner.user_id])
+                yield self._message(g, m, f"@{g.owner.name} {self._chatter(g)}", mentions=[g.owner.user_id])
             else:
                 yield from self._membership(g)
+
+    def _chatter(self, g: Group) -> str:
+        v, rng = self.vocab, self.rng
+        fill = {"name": rng.choice(g.members).name, "dept": rng.choice(v["departments"]),
+                "time": rng.choice(v["times"]), "room": rng.choice(v["rooms"]),
+                "n": rng.randint(2, 60), "code": f"{rng.randint(2026, 2027)}-{rng.randint(1, 999):03d}"}
+        text = rng.choice(v["openers"]) + rng.choice(v["chatter"]) + rng.choice(v["closers"])
+        return text.format(**fill)
 
     def _membership(self, g: Group) -> Iterator[dict[str, Any]]:
         rng = self.rng

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import devservices
-from pipeline.config import Config, load_config
+from pipeline.config import Config, config_env, load_config
 from pipeline.sink.backends import connect
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,22 +72,13 @@ def server_url(clickhouse: devservices.Service, database: str) -> str:
     return clickhouse.url.rsplit("/", 1)[0] + "/" + database
 
 
-def env_of(cfg: Config) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("QG_")}
-    for section, model in cfg:
-        for key, value in model:
-            if value is not None:
-                env[f"QG_{section.upper()}_{key.upper()}"] = str(value)
-    return env
-
-
 class Worker:
     """`qunguard worker` as a child process, the way operators run it."""
 
     def __init__(self, cfg: Config, log: Path) -> None:
         self.log = log
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "worker"], env=env_of(cfg), cwd=ROOT,
+            [sys.executable, "-m", "pipeline.cli", "worker"], env=config_env(cfg), cwd=ROOT,
             stdout=open(log, "ab"), stderr=subprocess.STDOUT,
         )
 

@@ -110,8 +110,9 @@ class ChdbBackend:
     def insert(self, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
         if not rows:
             return
-        body = b"\n".join(orjson.dumps(dict(zip(columns, r, strict=True))) for r in rows)
-        self._run(f"INSERT INTO {self.database}.{table} FORMAT JSONEachRow\n" + body.decode())
+        # Positional rows (JSONCompactEachRow) straight from the tuples: no per-row dict.
+        body = b"\n".join(map(orjson.dumps, rows)).decode()
+        self._run(f"INSERT INTO {self.database}.{table} ({', '.join(columns)}) FORMAT JSONCompactEachRow\n" + body)
 
     def version(self) -> tuple[int, ...]:
         return parse_version(self.query("SELECT version()")[0][0])
