@@ -114,6 +114,26 @@ def cmd_demo(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_services(cfg: Config, args: argparse.Namespace) -> int:
+    import signal
+    import tempfile
+    from pathlib import Path
+
+    from pipeline import devservices
+
+    start = {"kafka": devservices.start_kafka, "clickhouse": devservices.start_clickhouse,
+             "tansu": devservices.start_tansu}[args.service]
+    root = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix=f"qg-{args.service}-"))
+    svc = start(root, port=args.port)
+    var = "QG_CLICKHOUSE_URL" if args.service == "clickhouse" else "QG_KAFKA_URL"
+    print(f"{args.service} running, data in {root}\nexport {var}={svc.url}", flush=True)
+    try:
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    finally:
+        svc.stop()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="qunguard", description=__doc__)
     p.add_argument("--config", help="YAML configuration file (default: $QG_CONFIG)")
@@ -150,6 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--until", help="advance the clock to this ISO 8601 moment after the last event")
     s.add_argument("--out")
     s.set_defaults(fn=cmd_replay)
+
+    s = sub.add_parser("services", help="run Kafka (jars), ClickHouse (Debian) or Tansu here, without Docker")
+    s.add_argument("service", choices=["kafka", "clickhouse", "tansu"])
+    s.add_argument("--dir", help="data directory (kept between runs; default: a new temporary one)")
+    s.add_argument("--port", type=int, help="port (default: a free one)")
+    s.set_defaults(fn=cmd_services)
 
     s = sub.add_parser("demo", help="embedded broker + chDB + a worker + 30 s of simulated traffic")
     s.add_argument("--seconds", type=float, default=30.0)
