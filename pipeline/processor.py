@@ -13,7 +13,7 @@ from typing import Any
 from pipeline.config import Config
 from pipeline.engine import Engine
 from pipeline.ingest import Decoded, decode_record
-from pipeline.tokenize import get_tokenizer
+from pipeline.text.tokenize import get_tokenizer
 from schemas.rows import Source, deadletter_row, finding_row, message_row, raw_row
 
 

@@ -12,7 +12,7 @@ from typing import IO, Any
 
 from pipeline.engine import Engine
 from pipeline.ingest import Decoded, decode_record
-from pipeline.tokenize import get_tokenizer
+from pipeline.text.tokenize import get_tokenizer
 from schemas.rows import Source, dumps
 
 

@@ -1,4 +1,4 @@
-from pipeline.tokenize import Tokenizer, get_tokenizer
+from pipeline.text.tokenize import Tokenizer, get_tokenizer
 
 
 def test_tokens_drop_spaces_and_fold_full_width():
