@@ -73,6 +73,19 @@ class Config(_Section):
 SECTIONS = tuple(Config.model_fields)
 
 
+def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
+    """A YAML file that must hold a mapping; any problem is one ConfigError naming the file."""
+    try:
+        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise ConfigError(f"{what}: cannot read {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what}: {path} is not valid YAML: {exc}") from exc
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{what}: {path} must be a mapping")
+    return loaded
+
+
 def _env_overrides(env: dict[str, str]) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
     data: dict[str, dict[str, str]] = {}
     origin: dict[str, str] = {}
@@ -95,14 +108,7 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
     data: dict[str, Any] = {}
     origin: dict[str, str] = {}
     if path:
-        try:
-            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except OSError as exc:
-            raise ConfigError(f"config: cannot read {path}: {exc.strerror}") from exc
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config: {path} is not valid YAML: {exc}") from exc
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config: {path} must be a mapping of sections")
+        loaded = read_yaml_mapping(path, "config")
         data = loaded
         origin = {f"{s}.{k}": str(path) for s, v in loaded.items() if isinstance(v, dict) for k in v}
     overrides, env_origin = _env_overrides(env)

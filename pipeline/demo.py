@@ -63,47 +63,31 @@ def run_demo(cfg: Config, seconds: float = 30.0, rate: float = 1500.0, seed: int
             s.stop()
 
 
+def _table(console: Console, title: str, columns: tuple[str, ...], rows) -> None:
+    t = Table(title=title)
+    for i, col in enumerate(columns):
+        t.add_column(col, justify="right" if i and i < 3 else "left")
+    for row in rows:
+        t.add_row(*(f"{v:,}" if isinstance(v, int) else str(v) for v in row))
+    console.print(t)
+
+
 def summarize(cfg: Config, console: Console) -> dict[str, int]:
     backend = connect(cfg.clickhouse.url)
     db = backend.database
-    counts = {t: backend.query(f"SELECT count() FROM {db}.{t}")[0][0]
+    counts = {t: int(backend.query(f"SELECT count() FROM {db}.{t}")[0][0])
               for t in ("raw_events", "messages", "findings", "deadletter")}
-    t = Table(title="What landed in ClickHouse")
-    t.add_column("table")
-    t.add_column("rows", justify="right")
-    for name, c in counts.items():
-        t.add_row(name, f"{int(c):,}")
-    console.print(t)
-    kinds = Table(title="Events by kind")
-    kinds.add_column("kind")
-    kinds.add_column("events", justify="right")
-    for kind, c in backend.query(f"SELECT kind, count() FROM {db}.raw_events GROUP BY kind ORDER BY kind"):
-        kinds.add_row(kind, f"{int(c):,}")
-    console.print(kinds)
-    rules = Table(title="Findings by rule")
-    rules.add_column("rule")
-    rules.add_column("findings", justify="right")
-    for rule, c in backend.query(f"SELECT rule, count() FROM {db}.findings GROUP BY rule ORDER BY rule"):
-        rules.add_row(rule, f"{int(c):,}")
-    if not counts["findings"]:
-        rules.add_row("[dim](no rule families enabled yet)[/]", "0")
-    console.print(rules)
-    busy = Table(title="Busiest groups")
-    for col in ("group", "messages", "senders", "top tokens"):
-        busy.add_column(col)
+    _table(console, "What landed in ClickHouse", ("table", "rows"), counts.items())
+    _table(console, "Events by kind", ("kind", "events"),
+           backend.query(f"SELECT kind, count() FROM {db}.raw_events GROUP BY kind ORDER BY kind"))
+    rules = backend.query(f"SELECT rule, count() FROM {db}.findings GROUP BY rule ORDER BY rule")
+    _table(console, "Findings by rule", ("rule", "findings"), rules or [("(no rule families enabled yet)", 0)])
     sql = (f"SELECT group_id, count() AS n, uniqExact(sender_id), "
            f"arrayStringConcat(arraySlice(topK(5)(arrayJoin(arrayFilter(x -> lengthUTF8(x) > 1, tokens))), 1, 5), ' ') "
            f"FROM {db}.messages GROUP BY group_id ORDER BY n DESC LIMIT 5")
-    for gid, n, senders, top in backend.query(sql):
-        busy.add_row(gid, f"{int(n):,}", str(senders), top)
-    console.print(busy)
+    _table(console, "Busiest groups", ("group", "messages", "senders", "top tokens"), backend.query(sql))
     errors = backend.query(f"SELECT error, count() FROM {db}.deadletter GROUP BY error ORDER BY count() DESC LIMIT 5")
     if errors:
-        dl = Table(title="Dead letters (top reasons)")
-        dl.add_column("error")
-        dl.add_column("count", justify="right")
-        for err, c in errors:
-            dl.add_row(err[:90], str(c))
-        console.print(dl)
+        _table(console, "Dead letters (top reasons)", ("error", "count"), ((e[:90], c) for e, c in errors))
     backend.close()
-    return {k: int(v) for k, v in counts.items()}
+    return counts

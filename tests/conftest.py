@@ -88,12 +88,7 @@ class Worker:
             self.proc.wait()
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        devservices.stop_process(self.proc, timeout=30)
 
 
 @pytest.fixture

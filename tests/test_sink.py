@@ -4,6 +4,7 @@ import threading
 import time
 
 import orjson
+import pytest
 
 from pipeline.config import SinkConfig, load_config
 from pipeline.devservices import start_clickhouse
@@ -40,9 +41,15 @@ def test_batches_by_rows_and_time():
     assert sink.due()
 
 
-def test_restart_after_write_before_commit_stores_nothing_twice(clickhouse):
+@pytest.fixture
+def backend(clickhouse):
     backend = connect(server_url(clickhouse, unique("sink")))
     migrate(backend)
+    yield backend
+    backend.close()
+
+
+def test_restart_after_write_before_commit_stores_nothing_twice(backend):
     batch, ids = _batch(300)
     first = ClickHouseSink(backend, SinkConfig())
     first.admit(batch)
@@ -59,9 +66,7 @@ def test_restart_after_write_before_commit_stores_nothing_twice(clickhouse):
     assert _counts(backend) == (len(ids) + len(more_ids),) * 2
 
 
-def test_event_sent_twice_is_stored_once(clickhouse):
-    backend = connect(server_url(clickhouse, unique("sink")))
-    migrate(backend)
+def test_event_sent_twice_is_stored_once(backend):
     batch, ids = _batch(50)
     sink = ClickHouseSink(backend, SinkConfig())
     sink.admit(batch)
