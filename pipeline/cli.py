@@ -75,11 +75,16 @@ def cmd_simulate(cfg: Config, args: argparse.Namespace) -> int:
         ensure_topics(cfg)
         produce(cfg, records, rate=args.rate, total=args.events, show_progress=not args.quiet)
         return 0
+    from pipeline.produce import progress_bar
+
     out = open(args.out, "wb") if args.out else sys.stdout.buffer
     try:
-        for rec in records:
-            out.write(rec.value)
-            out.write(b"\n")
+        with progress_bar("writing", show=bool(args.out) and not args.quiet) as bar:
+            task = bar.add_task("write", total=args.events)
+            for rec in records:
+                out.write(rec.value)
+                out.write(b"\n")
+                bar.advance(task, len(rec.valid_ids))
     finally:
         if args.out:
             out.close()

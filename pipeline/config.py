@@ -39,7 +39,7 @@ class SinkConfig(_Section):
     batch_rows: int = Field(10_000, ge=1)
     batch_seconds: float = Field(1.0, gt=0)
     max_backoff_seconds: float = Field(30.0, gt=0)
-    dedupe_cache: int = Field(1_000_000, ge=0)
+    dedupe_cache: int = Field(200_000, ge=0)  # per table; about 20 full batches of recent keys
 
 
 class IngestConfig(_Section):

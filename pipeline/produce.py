@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 
 import orjson
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from pipeline.config import Config
@@ -39,6 +40,12 @@ def file_records(lines: Iterable[bytes], envelope: int = 1) -> Iterator[Record]:
         yield Record(key, b"[" + b",".join(buf) + b"]", [])
 
 
+def progress_bar(label: str, show: bool = True) -> Progress:
+    """The progress bar of the commands that send or write events (on stderr)."""
+    return Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TextColumn("events"),
+                    TimeElapsedColumn(), disable=not show, console=Console(stderr=True))
+
+
 def produce(cfg: Config, records: Iterable[Record], rate: float = 0.0, total: int | None = None,
             show_progress: bool = True) -> dict[int, int]:
     """Send `records` (rate = events per second, 0 = as fast as possible); return, per partition,
@@ -49,9 +56,7 @@ def produce(cfg: Config, records: Iterable[Record], rate: float = 0.0, total: in
     futures = []
     started = time.monotonic()
     sent_events = 0
-    columns = (TextColumn("[bold]producing"), BarColumn(), MofNCompleteColumn(), TextColumn("events"),
-               TimeElapsedColumn())
-    with Progress(*columns, disable=not show_progress, transient=False) as bar:
+    with progress_bar("producing", show_progress) as bar:
         task = bar.add_task("produce", total=total)
         for rec in records:
             futures.append(prod.send(topic, key=rec.key or None, value=rec.value))

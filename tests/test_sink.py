@@ -101,3 +101,11 @@ def test_flush_waits_out_a_clickhouse_outage(tmp_path):
 
 def test_empty_decoded_is_no_batch():
     assert len(Batch()) == 0 and Decoded().events == []
+
+
+def test_recent_key_cache_is_bounded(backend):
+    batch, _ = _batch(500)
+    sink = ClickHouseSink(backend, SinkConfig(dedupe_cache=100))
+    sink.admit(batch)
+    assert all(len(keys) <= 100 for keys in sink._recent.values())
+    assert sink.flush() == len(batch)  # the bound limits memory, not what is written
