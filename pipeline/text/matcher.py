@@ -1,0 +1,103 @@
+"""Lexicon matching over normalised text: one Aho-Corasick automaton, built once per lexicon.
+
+- Terms and texts go through the same `normalize`, so 賭*博 meets 赌博; a match reports the span
+  of the original text and the normalised form that matched.
+- Short, ambiguous terms (`boundary=True`) count only where jieba's words of the normalised text
+  agree: whole words, or inside one word built on the term (黄色 in 黄色图片), never straddling two
+  words (口交 is not in 路口/交通).
+- Allow-list entries name harmless contexts: a hit that lies inside an allowed phrase (黄色 inside
+  黄色预警) is suppressed.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import ahocorasick
+
+from pipeline.text.normalize import normalize, normalize_term
+from pipeline.text.tokenize import get_tokenizer
+
+
+@dataclass(frozen=True)
+class Term:
+    term: str
+    category: str
+    severity: str = "medium"
+    boundary: bool = False
+
+
+@dataclass(frozen=True)
+class Match:
+    term: Term
+    start: int  # span in the original text
+    end: int
+    normalized: str
+
+
+class Matcher:
+    def __init__(self, terms: Iterable[Term], allow: Iterable[str] = ()) -> None:
+        self._auto = ahocorasick.Automaton()
+        entries: dict[str, list] = {}
+        for t in terms:
+            key = normalize_term(t.term)
+            if key:
+                entries.setdefault(key, []).append(("term", t))
+        for phrase in allow:
+            key = normalize_term(phrase)
+            if key:
+                entries.setdefault(key, []).append(("allow", phrase))
+        for key, values in entries.items():
+            self._auto.add_word(key, (key, values))
+        self.size = len(entries)
+        if entries:
+            self._auto.make_automaton()
+
+    def find(self, text: str) -> list[Match]:
+        if not self.size or not text:
+            return []
+        norm = normalize(text)
+        hits: list[tuple[int, int, Term]] = []
+        allowed: list[tuple[int, int]] = []
+        for end_idx, (key, values) in self._auto.iter(norm.text):
+            start = end_idx - len(key) + 1
+            for kind, value in values:
+                if kind == "allow":
+                    allowed.append((start, end_idx + 1))
+                else:
+                    hits.append((start, end_idx + 1, value))
+        if not hits:
+            return []
+        ends: list[int] | None = None
+        out: list[Match] = []
+        for start, end, term in hits:
+            if any(a <= start and end <= b for a, b in allowed):
+                continue
+            if term.boundary:
+                if ends is None:
+                    ends = _token_ends(norm.text)
+                if not _on_words(start, end, ends):
+                    continue
+            s, e = norm.span(start, end)
+            out.append(Match(term, s, e, norm.text[start:end]))
+        return out
+
+
+def _token_ends(text: str) -> list[int]:
+    pos, out = 0, []
+    for tok in get_tokenizer().tokens(text):
+        pos += len(tok)
+        out.append(pos)
+    return out
+
+
+def _on_words(start: int, end: int, ends: list[int]) -> bool:
+    """Whole tokens (start and end on boundaries), or inside one token that is a compound of the
+    term (黄色 in 黄色图片; terms of one character never); not straddling tokens (口交 in 路口|交通)."""
+    bounds = {0, *ends}
+    if start in bounds and end in bounds:
+        return True
+    first = bisect_right(ends, start)  # index of the token holding `start`
+    return end - start >= 2 and first < len(ends) and end <= ends[first]
