@@ -36,9 +36,9 @@ class SinkDriver:
         self.unacked: list[tuple[faust.StreamT, faust.EventT]] = []
         self.lock = asyncio.Lock()
 
-    async def flush(self, force: bool = False) -> None:
+    async def flush(self) -> None:
         async with self.lock:
-            if not self.unacked or not (force or self.sink.due()):
+            if not self.unacked or not self.sink.due():
                 return
             loop = asyncio.get_running_loop()
             rows = await loop.run_in_executor(None, self.sink.flush)
