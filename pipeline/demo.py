@@ -20,6 +20,7 @@ from pipeline.kafka import ensure_topics
 from pipeline.produce import produce, wait_drained
 from pipeline.simulate import Simulator
 from pipeline.sink.backends import connect
+from schemas.rows import TABLES
 
 DEFAULT_CHDB = "chdb:.qunguard/chdb"
 
@@ -76,7 +77,7 @@ def summarize(cfg: Config, console: Console) -> dict[str, int]:
     backend = connect(cfg.clickhouse.url)
     db = backend.database
     counts = {t: int(backend.query(f"SELECT count() FROM {db}.{t}")[0][0])
-              for t in ("raw_events", "messages", "findings", "deadletter")}
+              for t in TABLES}
     _table(console, "What landed in ClickHouse", ("table", "rows"), counts.items())
     _table(console, "Events by kind", ("kind", "events"),
            backend.query(f"SELECT kind, count() FROM {db}.raw_events GROUP BY kind ORDER BY kind"))

@@ -14,18 +14,16 @@ from pipeline.config import Config
 from pipeline.engine import Engine
 from pipeline.ingest import Decoded, decode_record
 from pipeline.text.tokenize import get_tokenizer
-from schemas.rows import Source, deadletter_row, finding_row, message_row, raw_row
+from schemas.rows import TABLES, Source, deadletter_row, finding_row, message_row, raw_row
 
 
 @dataclass
 class Batch:
     """Rows per ClickHouse table (key first, source position last) and what goes to the topics."""
 
-    rows: dict[str, list[tuple]] = field(default_factory=lambda: {
-        "raw_events": [], "messages": [], "findings": [], "deadletter": []})
+    rows: dict[str, list[tuple]] = field(default_factory=lambda: {t: [] for t in TABLES})
     findings: list[dict[str, Any]] = field(default_factory=list)
     dead: list[dict[str, Any]] = field(default_factory=list)
-    events: int = 0
 
     def __len__(self) -> int:
         return sum(len(r) for r in self.rows.values())
@@ -42,7 +40,7 @@ class Processor:
         decoded = Decoded()
         for raw, src in records:
             decode_record(raw, src, self.cfg.ingest.max_text_chars, decoded)
-        batch = Batch(events=len(decoded.events))
+        batch = Batch()
         rows = batch.rows
         tokenize = self.tokenizer.tokens
         for event, src in decoded.events:

@@ -82,26 +82,21 @@ def _collect(futures: list, ends: dict[int, int]) -> None:
     futures.clear()
 
 
-def committed(cfg: Config, partitions) -> dict[int, int]:
-    """The worker group's committed offset per partition of the events topic (-1: none yet)."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap(cfg.kafka.url), group_id=cfg.worker.app_id,
-                             enable_auto_commit=False)
-    try:
-        topic = cfg.topic("events")
-        return {p: (consumer.committed(TopicPartition(topic, p)) or -1) for p in partitions}
-    finally:
-        consumer.close()
-
-
 def wait_drained(cfg: Config, ends: dict[int, int], timeout: float = 120.0,
                  alive: Callable[[], bool] = lambda: True) -> bool:
     """Wait until the worker group has committed every offset in `ends` (everything is stored)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    # Reads the group's committed offsets without joining the group.
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap(cfg.kafka.url), group_id=cfg.worker.app_id,
+                             enable_auto_commit=False)
+    tps = {p: TopicPartition(cfg.topic("events"), p) for p in ends}
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and alive():
-        done = committed(cfg, ends)
-        if all(done[p] >= end for p, end in ends.items()):
-            return True
-        time.sleep(0.5)
-    return False
+    try:
+        while time.monotonic() < deadline and alive():
+            if all((consumer.committed(tps[p]) or -1) >= end for p, end in ends.items()):
+                return True
+            time.sleep(0.5)
+        return False
+    finally:
+        consumer.close()

@@ -39,8 +39,6 @@ class ClickHouseSink:
         self.pending: dict[str, list[tuple]] = {t: [] for t in TABLES}
         self.pending_rows = 0
         self.oldest: float | None = None
-        self.written_rows = 0
-        self.skipped_rows = 0
         self.retries = 0
         self._recent: dict[str, OrderedDict[str, None]] = {t: OrderedDict() for t in TABLES}
         self._last_offset: dict[tuple[str, int], int] = {}
@@ -51,7 +49,7 @@ class ClickHouseSink:
     def admit(self, batch: Batch) -> Batch:
         """Return the part of `batch` not yet stored; queue its rows. Blocks (retrying) on recovery."""
         stored = self._recover(batch)
-        out = Batch(events=batch.events)
+        out = Batch()
         for table, rows in batch.rows.items():
             recent = self._recent[table]
             seen_here = stored.get(table, set())
@@ -59,7 +57,6 @@ class ClickHouseSink:
             for row in rows:
                 key = row[0]
                 if key in seen_here or key in recent:
-                    self.skipped_rows += 1
                     continue
                 recent[key] = None
                 kept.append(row)
@@ -124,7 +121,6 @@ class ClickHouseSink:
             self.pending[table] = []
         self.pending_rows = 0
         self.oldest = None
-        self.written_rows += n
         return n
 
     def _retry(self, fn):
