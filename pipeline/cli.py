@@ -92,15 +92,13 @@ def cmd_simulate(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_replay(cfg: Config, args: argparse.Namespace) -> int:
+    from pipeline.policy import load_policy
     from pipeline.replay import replay, write_findings
 
-    if args.policy:
-        from pipeline.policy import load_policy
-
-        load_policy(args.policy)
+    policy = load_policy(args.policy or cfg.policy.file)
     until = _parse_until(args.until) if args.until else None
     with open(args.events, "rb") as fh:
-        result = replay(fh, until=until, max_text_chars=cfg.ingest.max_text_chars)
+        result = replay(fh, until=until, max_text_chars=cfg.ingest.max_text_chars, policy=policy)
     if args.out:
         with open(args.out, "w", encoding="utf-8") as out:
             write_findings(result.findings, out)

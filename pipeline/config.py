@@ -52,6 +52,10 @@ class TokenizerConfig(_Section):
     cache_size: int = Field(200_000, ge=0)
 
 
+class PolicyConfig(_Section):
+    file: str | None = Field(None, description="policy YAML (pipeline/policy.py); none = the defaults")
+
+
 class WorkerConfig(_Section):
     app_id: str = "qunguard"
     data_dir: str = ".qunguard/worker"
@@ -64,6 +68,7 @@ class Config(_Section):
     sink: SinkConfig = SinkConfig()
     ingest: IngestConfig = IngestConfig()
     tokenizer: TokenizerConfig = TokenizerConfig()
+    policy: PolicyConfig = PolicyConfig()
     worker: WorkerConfig = WorkerConfig()
 
     def topic(self, name: str) -> str:

@@ -10,18 +10,24 @@ from collections.abc import Iterable, MutableMapping
 from typing import Any
 
 from pipeline.detectors import Detector, Finding
+from pipeline.detectors.content.detector import ContentDetector
+from pipeline.policy import Policy
 
-DETECTORS: list[type] = []  # filled as rule families land (flood, content, deadline, membership)
+# The rule families, each built from the policy; flood, deadline and membership join as they land.
+DETECTORS: list[type] = [ContentDetector]
 
 
 class Engine:
-    def __init__(self, detectors: Iterable[Detector] | None = None,
+    def __init__(self, policy: Policy | None = None, detectors: Iterable[Detector] | None = None,
                  stores: dict[str, MutableMapping[str, Any]] | None = None) -> None:
-        self.detectors = list(detectors if detectors is not None else (cls() for cls in DETECTORS))
+        policy = policy or Policy()
+        self.detectors = list(detectors if detectors is not None else (cls(policy) for cls in DETECTORS))
         stores = stores or {}
         self.stores = {d.name: stores.get(d.name, {}) for d in self.detectors}
+        self.watermark = 0  # the latest event time seen: the clock for housekeeping ticks
 
     def process(self, event: dict[str, Any], tokens: list[str]) -> list[Finding]:
+        self.watermark = max(self.watermark, event["ts"])
         findings: list[Finding] = []
         for det in self.detectors:
             if event["kind"] not in det.kinds:

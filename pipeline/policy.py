@@ -1,12 +1,199 @@
-"""Per-org / per-group policy files (YAML). The rule families read their settings from here."""
+r"""Policies: the groups' rules as settings, from a YAML file; defaults from the policy texts (SPEC §4).
+
+```yaml
+content:                       # org-wide defaults for content rules
+  disabled: [content.too_long]
+  max_chars: 200
+  allowed_domains: [example.com]
+  quiet_hours: {start: "23:00", end: "06:30", tz: Asia/Shanghai}
+  lexicon:
+    files: [lexicon/acme.tsv]  # more terms, same format as pipeline/data/lexicon/*.tsv
+    add: {ad: [代理加盟], gambling: [菠菜]}
+    remove: [黄色]             # terms the org does not want flagged
+    allow: [黄色预警]          # harmless contexts that suppress a match inside them
+  patterns: {ad: ['加[vV微][:：]?\w{5,}']}   # regular expressions per category
+orgs:   {org1: {content: {...}}}           # per org; the same keys
+groups: {g42: {content: {quiet_hours: null}}}   # per group; null switches a setting off
+```
+Resolution for a message: group, then org, then the file's top level, then the defaults. Errors
+stop with one message naming the key: `policy: content.lexicon.add.gamblin: unknown category …`.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import re
+from datetime import time
+from functools import cached_property
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pipeline.config import read_yaml_mapping
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pipeline.config import ConfigError, read_yaml_mapping
+
+CATEGORIES = (
+    "politics", "porn", "gambling", "violence", "drugs", "fraud", "cult", "insult",
+    "ad", "solicit", "red_packet", "confidential", "rumor",
+)
+CONTENT_RULES = tuple(f"content.{c}" for c in CATEGORIES) + (
+    "content.link", "content.pii", "content.too_long")
+RULES = CONTENT_RULES + ("conduct.quiet_hours",)
 
 
-def load_policy(path: str | Path) -> dict[str, Any]:
-    return read_yaml_mapping(path, "policy")
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class QuietHours(_Model):
+    start: str = "23:00"
+    end: str = "06:30"
+    tz: str = "Asia/Shanghai"
+
+    @field_validator("start", "end")
+    @classmethod
+    def _clock(cls, v: str) -> str:
+        try:
+            time.fromisoformat(v)
+        except ValueError:
+            raise ValueError(f"{v!r} is not a time of day like 23:00") from None
+        return v
+
+    @field_validator("tz")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{v!r} is not a time zone like Asia/Shanghai") from None
+        return v
+
+
+class Lexicon(_Model):
+    files: tuple[str, ...] = ()
+    add: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    remove: tuple[str, ...] = ()
+    allow: tuple[str, ...] = ()
+
+    @field_validator("add")
+    @classmethod
+    def _categories(cls, v: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        for cat in v:
+            if cat not in CATEGORIES:
+                raise ValueError(f"{cat}: unknown category (one of {', '.join(CATEGORIES)})")
+        return v
+
+
+class Content(_Model):
+    disabled: tuple[str, ...] = ()
+    max_chars: int = Field(200, ge=1)
+    allowed_domains: tuple[str, ...] = (
+        # The groups' own platforms: their documents, forms and mini programs are work links.
+        "weixin.qq.com", "work.weixin.qq.com", "docs.qq.com", "dingtalk.com", "feishu.cn", "larksuite.com")
+    quiet_hours: QuietHours | None = QuietHours()
+    lexicon: Lexicon = Lexicon()
+    patterns: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    split_window_seconds: int = Field(60, ge=0)
+
+    @field_validator("disabled")
+    @classmethod
+    def _rules(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for rule in v:
+            if rule not in RULES:
+                raise ValueError(f"{rule}: unknown rule (one of {', '.join(RULES)})")
+        return v
+
+    @field_validator("patterns")
+    @classmethod
+    def _regexes(cls, v: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        for cat, pats in v.items():
+            if cat not in CATEGORIES:
+                raise ValueError(f"{cat}: unknown category (one of {', '.join(CATEGORIES)})")
+            for i, p in enumerate(pats):
+                try:
+                    re.compile(p)
+                except re.error as exc:
+                    raise ValueError(f"{cat}[{i}]: bad regular expression {p!r}: {exc}") from None
+        return v
+
+    @cached_property
+    def quiet(self) -> tuple[time, time, ZoneInfo] | None:
+        q = self.quiet_hours
+        return None if q is None else (time.fromisoformat(q.start), time.fromisoformat(q.end), ZoneInfo(q.tz))
+
+    def enabled(self, rule: str) -> bool:
+        return rule not in self.disabled
+
+
+class Scope(_Model):
+    content: dict[str, Any] = Field(default_factory=dict)
+
+
+class PolicyFile(_Model):
+    content: dict[str, Any] = Field(default_factory=dict)
+    orgs: dict[str, Scope] = Field(default_factory=dict)
+    groups: dict[str, Scope] = Field(default_factory=dict)
+
+
+class Policy:
+    """The resolved policy: `content_for(org, group)` gives the settings that apply to a message."""
+
+    def __init__(self, data: dict[str, Any] | None = None, base_dir: Path | None = None) -> None:
+        data = data or {}
+        self.base_dir = base_dir or Path.cwd()
+        try:
+            parsed = PolicyFile.model_validate(data)
+        except ValidationError as exc:
+            raise _policy_error(exc) from None
+        self._top = parsed.content
+        self._orgs = {k: v.content for k, v in parsed.orgs.items()}
+        self._groups = {k: v.content for k, v in parsed.groups.items()}
+        self.version = hashlib.blake2b(repr(sorted(data.items())).encode(), digest_size=8).hexdigest()
+        self._cache: dict[tuple[str, str], Content] = {}
+        self.default = self._build(self._top, "content")
+        for org, over in self._orgs.items():
+            self._build({**self._top, **over}, f"orgs.{org}.content")
+        for gid, over in self._groups.items():
+            self._build({**self._top, **over}, f"groups.{gid}.content")
+        self._check_files(self.default, "content")
+
+    def _build(self, values: dict[str, Any], where: str) -> Content:
+        try:
+            return Content.model_validate(values)
+        except ValidationError as exc:
+            raise _policy_error(exc, where) from None
+
+    def _check_files(self, content: Content, where: str) -> None:
+        for i, f in enumerate(content.lexicon.files):
+            path = self.resolve(f)
+            if not path.is_file():
+                raise ConfigError(f"policy: {where}.lexicon.files[{i}]: cannot read {path}")
+
+    def resolve(self, name: str) -> Path:
+        p = Path(name)
+        return p if p.is_absolute() else self.base_dir / p
+
+    def content_for(self, org_id: str, group_id: str) -> Content:
+        key = (org_id, group_id)
+        found = self._cache.get(key)
+        if found is None:
+            merged = {**self._top, **self._orgs.get(org_id, {}), **self._groups.get(group_id, {})}
+            found = self.default if merged == self._top else self._build(merged, f"groups.{group_id}.content")
+            self._cache[key] = found
+        return found
+
+
+def _policy_error(exc: ValidationError, prefix: str = "") -> ConfigError:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    key = ".".join(p for p in (prefix, loc) if p)
+    msg = err["msg"].removeprefix("Value error, ")
+    return ConfigError(f"policy: {key}: {msg}")
+
+
+def load_policy(path: str | Path | None) -> Policy:
+    if not path:
+        return Policy()
+    data = read_yaml_mapping(path, "policy")
+    return Policy(data, base_dir=Path(path).resolve().parent)

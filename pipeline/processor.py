@@ -13,6 +13,7 @@ from typing import Any
 from pipeline.config import Config
 from pipeline.engine import Engine
 from pipeline.ingest import Decoded, decode_record
+from pipeline.policy import load_policy
 from pipeline.text.tokenize import get_tokenizer
 from schemas.rows import TABLES, Source, deadletter_row, finding_row, message_row, raw_row
 
@@ -34,7 +35,7 @@ class Processor:
         self.cfg = cfg
         t = cfg.tokenizer
         self.tokenizer = get_tokenizer(hmm=t.hmm, user_dict=t.user_dict, cache_size=t.cache_size)
-        self.engine = engine or Engine()
+        self.engine = engine or Engine(load_policy(cfg.policy.file))
 
     def process(self, records: Iterable[tuple[bytes | None, Source]]) -> Batch:
         decoded = Decoded()

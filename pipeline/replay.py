@@ -12,6 +12,7 @@ from typing import IO, Any
 
 from pipeline.engine import Engine
 from pipeline.ingest import Decoded, decode_record
+from pipeline.policy import Policy
 from pipeline.text.tokenize import get_tokenizer
 from schemas.rows import Source, dumps
 
@@ -24,13 +25,13 @@ class ReplayResult:
 
 
 def replay(lines: Iterable[bytes], until: int | None = None, max_text_chars: int = 100_000,
-           engine: Engine | None = None, source: str = "file") -> ReplayResult:
+           policy: Policy | None = None, source: str = "file") -> ReplayResult:
     decoded = Decoded()
     for n, line in enumerate(lines, 1):
         line = line.rstrip(b"\r\n")
         if line.strip():
             decode_record(line, Source(source, 0, n), max_text_chars, decoded)
-    engine = engine or Engine()
+    engine = Engine(policy)
     tokenizer = get_tokenizer()
     # Stable sort: events with equal ts keep their file order, so output is deterministic.
     events = sorted((e for e, _ in decoded.events), key=lambda e: e["ts"])

@@ -36,3 +36,9 @@ def test_short_term_counts_on_words_not_across_them():
 
 def test_empty_lexicon_and_text():
     assert Matcher([]).find("赌博") == [] and Matcher(LEXICON).find("") == []
+
+
+def test_latin_terms_are_whole_words():
+    m = Matcher([Term("sb", "insult", boundary=True), Term("porn", "porn", boundary=True)])
+    assert [x.term.term for x in m.find("你就是个SB")] == ["sb"]
+    assert m.find("插上USB接口") == [] and m.find("pornography") == []

@@ -32,3 +32,13 @@ def test_huge_and_control_character_text():
     text = ("\x00\x01\x02刷屏" * 100_000)[:1_000_000]
     n = normalize(text)
     assert n.text.startswith("刷屏刷屏") and len(n.offsets) == len(n.text)
+
+
+def test_fast_fold_equals_normalize_on_simulated_chatter():
+    from pipeline.simulate import Simulator
+    from pipeline.text.normalize import fold
+
+    sim = Simulator(seed=9)
+    texts = [e.get("text", "") for e in sim.events(3000)] + ["賭 * 博", "ＶＩＰ①②", "哈哈哈哈!!!", "a\u200bb", "11223"]
+    for t in texts:
+        assert fold(t) == normalize(t).text, t

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import ahocorasick
 
-from pipeline.text.normalize import normalize, normalize_term
+from pipeline.text.normalize import fold, normalize, normalize_term
 from pipeline.text.tokenize import get_tokenizer
 
 
@@ -52,24 +52,32 @@ class Matcher:
         for key, values in entries.items():
             self._auto.add_word(key, (key, values))
         self.size = len(entries)
+        self.max_len = max((len(k) for k, v in entries.items() if any(kind == "term" for kind, _ in v)), default=0)
         if entries:
             self._auto.make_automaton()
+
+    def scan(self, folded: str) -> tuple[list[tuple[int, int, Term]], list[tuple[int, int]]]:
+        """Raw hits and allowed spans in already-normalised text (no word or allow-list checks)."""
+        hits: list[tuple[int, int, Term]] = []
+        allowed: list[tuple[int, int]] = []
+        if self.size and folded:
+            for end_idx, (key, values) in self._auto.iter(folded):
+                start = end_idx - len(key) + 1
+                for kind, value in values:
+                    if kind == "allow":
+                        allowed.append((start, end_idx + 1))
+                    else:
+                        hits.append((start, end_idx + 1, value))
+        return hits, allowed
 
     def find(self, text: str) -> list[Match]:
         if not self.size or not text:
             return []
-        norm = normalize(text)
-        hits: list[tuple[int, int, Term]] = []
-        allowed: list[tuple[int, int]] = []
-        for end_idx, (key, values) in self._auto.iter(norm.text):
-            start = end_idx - len(key) + 1
-            for kind, value in values:
-                if kind == "allow":
-                    allowed.append((start, end_idx + 1))
-                else:
-                    hits.append((start, end_idx + 1, value))
-        if not hits:
+        # Most messages match nothing: decide on the cheap folded text, map offsets only on a hit.
+        if not self.scan(fold(text))[0]:
             return []
+        norm = normalize(text)
+        hits, allowed = self.scan(norm.text)
         ends: list[int] | None = None
         out: list[Match] = []
         for start, end, term in hits:
@@ -78,7 +86,7 @@ class Matcher:
             if term.boundary:
                 if ends is None:
                     ends = _token_ends(norm.text)
-                if not _on_words(start, end, ends):
+                if not _on_words(norm.text, start, end, ends):
                     continue
             s, e = norm.span(start, end)
             out.append(Match(term, s, e, norm.text[start:end]))
@@ -93,11 +101,13 @@ def _token_ends(text: str) -> list[int]:
     return out
 
 
-def _on_words(start: int, end: int, ends: list[int]) -> bool:
+def _on_words(text: str, start: int, end: int, ends: list[int]) -> bool:
     """Whole tokens (start and end on boundaries), or inside one token that is a compound of the
     term (黄色 in 黄色图片; terms of one character never); not straddling tokens (口交 in 路口|交通)."""
     bounds = {0, *ends}
     if start in bounds and end in bounds:
         return True
+    if text[start:end].isascii():
+        return False  # a Latin term is a whole word or nothing: sb is not in usb
     first = bisect_right(ends, start)  # index of the token holding `start`
     return end - start >= 2 and first < len(ends) and end <= ends[first]

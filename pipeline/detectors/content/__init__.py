@@ -1,0 +1,1 @@
+"""Content rules (SPEC §4 `content.*`, `conduct.quiet_hours`): one module per kind of evidence."""

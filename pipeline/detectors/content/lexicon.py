@@ -1,0 +1,72 @@
+"""The categorised lexicon: the data files in pipeline/data/lexicon, plus the policy's own files,
+additions, removals and allowed phrases. One automaton per distinct lexicon setting, built once.
+
+Default files are one category each (`gambling.tsv`): `term[<TAB>severity[<TAB>flags]]`, with
+`# severity: X` as the file's default. An org's files name the category first:
+`category<TAB>term[<TAB>severity[<TAB>flags]]`.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pipeline.config import ConfigError
+from pipeline.policy import CATEGORIES, Lexicon
+from pipeline.text.matcher import Matcher, Term
+from pipeline.text.normalize import normalize_term
+from schemas.records import SEVERITIES
+
+DATA = Path(__file__).resolve().parents[2] / "data" / "lexicon"
+
+
+def read_terms(path: Path, category: str | None = None) -> list[Term]:
+    """Terms of one lexicon file; `category=None` for an org file whose lines name their category."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"policy: lexicon file {path}: cannot read: {exc}") from None
+    default = "medium"
+    terms = []
+    for n, line in enumerate(lines, 1):
+        if line.startswith("# severity:"):
+            default = line.split(":", 1)[1].strip()
+            continue
+        if not line.strip() or line.startswith("#"):
+            continue
+        parts = [p.strip() for p in line.split("\t")]
+        cat = category or parts.pop(0)
+        if cat not in CATEGORIES:
+            raise ConfigError(f"policy: lexicon file {path}:{n}: unknown category {cat!r} "
+                              f"(one of {', '.join(CATEGORIES)})")
+        severity = parts[1] if len(parts) > 1 and parts[1] else default
+        if severity not in SEVERITIES:
+            raise ConfigError(f"policy: lexicon file {path}:{n}: severity {severity!r} is not one of "
+                              f"{', '.join(SEVERITIES)}")
+        terms.append(Term(parts[0], cat, severity, len(parts) > 2 and "b" in parts[2]))
+    return terms
+
+
+def allowed_phrases() -> list[str]:
+    lines = (DATA / "allow.txt").read_text(encoding="utf-8").splitlines()
+    return [s.strip() for s in lines if s.strip() and not s.startswith("#")]
+
+
+def matcher_for(lexicon: Lexicon, base_dir: Path) -> Matcher:
+    """The automaton for this lexicon setting; built once per distinct setting in a process."""
+    key = (lexicon.files, tuple(sorted(lexicon.add.items())), lexicon.remove, lexicon.allow, base_dir)
+    return _build(key)
+
+
+@lru_cache(maxsize=64)
+def _build(key: tuple) -> Matcher:
+    files, add, remove, allow, base_dir = key
+    lexicon = Lexicon(files=files, add=dict(add), remove=remove, allow=allow)
+    terms = [t for cat in CATEGORIES for t in read_terms(DATA / f"{cat}.tsv", cat)]
+    for f in lexicon.files:
+        terms.extend(read_terms(Path(f) if Path(f).is_absolute() else base_dir / f))
+    for cat, added in lexicon.add.items():
+        terms.extend(Term(t, cat, "medium") for t in added)
+    removed = {normalize_term(t) for t in lexicon.remove}
+    terms = [t for t in terms if normalize_term(t.term) not in removed]
+    return Matcher(terms, allowed_phrases() + list(lexicon.allow))
