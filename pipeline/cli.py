@@ -110,6 +110,36 @@ def cmd_replay(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(cfg: Config, args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from pipeline.detectors.content.detector import ContentDetector
+    from pipeline.policy import load_policy
+    from schemas.records import validate_event
+
+    at = _parse_until(args.at) if args.at else _parse_until("2026-11-02T10:00:00")
+    event = validate_event({
+        "kind": "message", "event_id": "check", "org_id": args.org, "ts": at, "platform": "wecom",
+        "group_id": args.group, "msg_id": "check", "sender_id": "check", "msg_type": args.msg_type,
+        "text": args.text, "file_name": args.file_name}, max_text_chars=len(args.text) + 1)
+    findings, _ = ContentDetector(load_policy(args.policy or cfg.policy.file)).on_event(event, None, [])
+    table = Table(title=f"{len(findings)} finding(s)")
+    for col in ("rule", "severity", "term / kind", "span", "original", "normalised"):
+        table.add_column(col)
+    for f in findings:
+        ev = f["evidence"]
+        items = ev.get("matches", []) + ev.get("personal", []) + ev.get("links", [])
+        for item in items or [ev]:
+            span = item.get("span")
+            table.add_row(f["rule"], f["severity"], str(item.get("term") or item.get("kind") or item.get("domain")
+                                                        or item.get("pattern") or ""),
+                          f"{span[0]}-{span[1]}" if span else "", str(item.get("text") or item.get("masked") or item.get("url") or ""),
+                          str(item.get("normalized", "")) or ", ".join(f"{k}={v}" for k, v in item.items()))
+    Console().print(table)
+    return 1 if findings else 0
+
+
 def cmd_demo(cfg: Config, args: argparse.Namespace) -> int:
     from pipeline.demo import run_demo
 
@@ -173,6 +203,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--until", help="advance the clock to this ISO 8601 moment after the last event")
     s.add_argument("--out")
     s.set_defaults(fn=cmd_replay)
+
+    s = sub.add_parser("check", help="run the content rules on one text; exit 1 when anything is found")
+    s.add_argument("text")
+    s.add_argument("--policy")
+    s.add_argument("--at", help="when it was posted, ISO 8601 (default: a Monday 10:00, outside quiet hours)")
+    s.add_argument("--msg-type", default="text")
+    s.add_argument("--file-name")
+    s.add_argument("--org", default="org")
+    s.add_argument("--group", default="group")
+    s.set_defaults(fn=cmd_check)
 
     s = sub.add_parser("services", help="run Kafka (jars), ClickHouse (Debian) or Tansu here, without Docker")
     s.add_argument("service", choices=["kafka", "clickhouse", "tansu"])
