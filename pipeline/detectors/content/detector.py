@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from pipeline.detectors.content.lexicon import matcher_for
+from pipeline.detectors.content.lexicon import is_reminder, matcher_for
 from pipeline.detectors.content.links import allowed, find_links
 from pipeline.detectors.content.pii import find_personal
 from pipeline.detectors.content.quiet_hours import in_quiet_hours
@@ -68,6 +68,8 @@ class ContentDetector:
         for field in ("text", "file_name"):
             value = event.get(field) or ""
             for m in matcher.find(value):
+                if is_reminder(value, m.start):
+                    continue
                 add(f"content.{m.term.category}", m.term.severity, "matches", {
                     "term": m.term.term, "field": field, "span": [m.start, m.end],
                     "text": value[m.start:m.end], "normalized": m.normalized})

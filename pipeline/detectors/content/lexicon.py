@@ -8,6 +8,7 @@ Default files are one category each (`gambling.tsv`): `term[<TAB>severity[<TAB>f
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -47,9 +48,23 @@ def read_terms(path: Path, category: str | None = None) -> list[Term]:
     return terms
 
 
-def allowed_phrases() -> list[str]:
-    lines = (DATA / "allow.txt").read_text(encoding="utf-8").splitlines()
+def _phrases(name: str) -> list[str]:
+    lines = (DATA / name).read_text(encoding="utf-8").splitlines()
     return [s.strip() for s in lines if s.strip() and not s.startswith("#")]
+
+
+CLAUSE_END = re.compile(r"[，。！？；：,.!?;:\n、]")
+
+
+@lru_cache(maxsize=1)
+def _cues() -> tuple[str, ...]:
+    return tuple(_phrases("prohibit.txt"))
+
+
+def is_reminder(text: str, start: int) -> bool:
+    """Whether the clause holding text[start:] states a prohibition before it (请勿在群里发红包)."""
+    head = CLAUSE_END.split(text[:start])[-1]
+    return any(cue in head for cue in _cues())
 
 
 def matcher_for(lexicon: Lexicon, base_dir: Path) -> Matcher:
@@ -69,4 +84,4 @@ def _build(key: tuple) -> Matcher:
         terms.extend(Term(t, cat, "medium") for t in added)
     removed = {normalize_term(t) for t in lexicon.remove}
     terms = [t for t in terms if normalize_term(t.term) not in removed]
-    return Matcher(terms, allowed_phrases() + list(lexicon.allow))
+    return Matcher(terms, _phrases("allow.txt") + list(lexicon.allow))

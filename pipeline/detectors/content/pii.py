@@ -8,6 +8,7 @@ not spread what it reports.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from datetime import date
 
@@ -32,7 +33,7 @@ class Personal:
 
 
 def id_card_valid(number: str) -> bool:
-    number = number.upper()
+    number = unicodedata.normalize("NFKC", number).upper()  # full-width digits are a disguise too
     if len(number) != 18 or not number[:17].isdigit():
         return False
     total = sum(int(d) * w for d, w in zip(number[:17], _ID_WEIGHTS, strict=True))
@@ -77,7 +78,7 @@ def find_personal(text: str) -> list[Personal]:
             if id_card_valid(m.group(1)):
                 add("id_card", m, _mask(m.group(1), 4))
         for m in BANK_CARD.finditer(text):
-            digits = re.sub(r"\D", "", m.group(1))
+            digits = unicodedata.normalize("NFKC", re.sub(r"\D", "", m.group(1)))
             if 16 <= len(digits) <= 19 and luhn_valid(digits):
                 add("bank_card", m, _mask(digits, 4))
         for m in MOBILE.finditer(text):

@@ -1,0 +1,196 @@
+"""The content rules: precision and recall on the labelled corpus, and each rule on its own."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import ConfigError
+from pipeline.detectors.content.detector import ContentDetector
+from pipeline.engine import Engine
+from pipeline.policy import CONTENT_RULES, Policy, load_policy
+from schemas.records import validate_event
+
+CORPUS = Path(__file__).parent / "data" / "content_corpus.tsv"
+DAY = 1_793_498_400_000 + 3_600_000  # 2026-11-02 10:00 Asia/Shanghai: outside quiet hours
+
+
+def message(text: str = "", ts: int = DAY, n: int = 1, **extra) -> dict:
+    return validate_event({"kind": "message", "event_id": f"e{n}", "org_id": "o", "ts": ts, "platform": "wecom",
+                           "group_id": "g", "msg_id": f"m{n}", "sender_id": extra.pop("sender", "u1"),
+                           "text": text, **extra}, max_text_chars=10_000_000)
+
+
+def rules(text: str = "", detector: ContentDetector | None = None, **extra) -> set[str]:
+    findings, _ = (detector or ContentDetector()).on_event(message(text, **extra), None, [])
+    return {f["rule"] for f in findings}
+
+
+def test_precision_and_recall_on_the_labelled_corpus():
+    detector = ContentDetector()
+    tp = fp = fn = 0
+    misses = []
+    lines = [line for line in CORPUS.read_text(encoding="utf-8").splitlines() if not line.startswith("#")]
+    for line in lines:
+        expected_text, text = line.split("\t", 1)
+        expected = set() if expected_text == "-" else set(expected_text.split(","))
+        got = rules(text, detector) & set(CONTENT_RULES)
+        tp += len(got & expected)
+        fp += len(got - expected)
+        fn += len(expected - got)
+        if got != expected:
+            misses.append(f"{text[:40]!r}: expected {sorted(expected)} got {sorted(got)}")
+    precision, recall = tp / (tp + fp), tp / (tp + fn)
+    print(f"\ncontent corpus: {len(lines)} messages, precision={precision:.3f} recall={recall:.3f}")
+    for m in misses:
+        print("  ", m)
+    assert len(lines) >= 400
+    assert precision >= 0.95 and recall >= 0.95
+
+
+def test_every_rule_is_in_the_corpus():
+    labelled = set()
+    for line in CORPUS.read_text(encoding="utf-8").splitlines():
+        if not line.startswith("#"):
+            labelled |= set(line.split("\t", 1)[0].split(","))
+    assert set(CONTENT_RULES) <= labelled
+
+
+def test_evidence_has_span_in_original_and_normalised_form():
+    text = "兄弟们 賭 * 博 网站注册送钱"
+    [f] = ContentDetector().on_event(message(text), None, [])[0]
+    m = next(m for m in f["evidence"]["matches"] if m["term"] == "赌博")
+    assert f["rule"] == "content.gambling" and f["severity"] == "high"
+    assert text[m["span"][0]:m["span"][1]] == m["text"] == "賭 * 博" and m["normalized"] == "赌博"
+
+
+def test_red_packet_message_type_and_confidential_file_name():
+    assert rules(msg_type="red_packet") == {"content.red_packet"}
+    assert rules(msg_type="file", file_name="红头文件-关于人事调整的通知.pdf") == {"content.confidential"}
+
+
+def test_personal_data_is_masked_in_the_evidence():
+    [f] = ContentDetector().on_event(message("身份证110101199003074258"), None, [])[0]
+    [p] = f["evidence"]["personal"]
+    assert p["kind"] == "id_card" and "199003" not in p["masked"]
+    assert rules("身份证110101199003074257") == set()  # wrong check digit: not an ID number
+    assert rules("卡号6222020200000000005") == set()  # fails Luhn
+
+
+def test_links_outside_allowed_domains():
+    assert rules("http://evil.top/x") == {"content.link"}
+    assert rules("文档 https://docs.qq.com/doc/1") == set()
+    assert rules("", urls=["https://x.example.org/a"]) == {"content.link"}
+    det = ContentDetector(Policy({"content": {"allowed_domains": ["example.org"]}}))
+    assert rules("", detector=det, urls=["https://x.example.org/a"]) == set()
+
+
+def test_too_long_uses_the_policy_limit():
+    assert rules("好" * 201) == {"content.too_long"} and rules("好" * 200) == set()
+    det = ContentDetector(Policy({"groups": {"g": {"content": {"max_chars": 10}}}}))
+    assert rules("请大家今天下班前提交周报", detector=det) == {"content.too_long"}
+
+
+def test_quiet_hours_over_midnight_and_per_group():
+    night = DAY + 13 * 3_600_000 + 30 * 60_000  # 23:30 local
+    early = DAY + 19 * 3_600_000  # 05:00 next day
+    morning = DAY - 3 * 3_600_000 + 60 * 60_000  # 08:00
+    assert rules("明天见", ts=night) == {"conduct.quiet_hours"}
+    assert rules("明天见", ts=early) == {"conduct.quiet_hours"}
+    assert rules("明天见", ts=morning) == set()
+    det = ContentDetector(Policy({"groups": {"g": {"content": {"quiet_hours": {"start": "12:00", "end": "13:30"}}}}}))
+    assert rules("明天见", ts=night, detector=det) == set()
+    assert rules("明天见", ts=DAY + 2 * 3_600_000 + 60_000, detector=det) == {"conduct.quiet_hours"}
+    off = ContentDetector(Policy({"content": {"quiet_hours": None}}))
+    assert rules("明天见", ts=night, detector=off) == set()
+    assert rules("", ts=night, msg_type="system") == set()
+
+
+def test_split_message_evasion_within_the_window():
+    engine = Engine()
+    assert engine.process(message("今晚一起去网上赌", n=1), []) == []
+    [f] = engine.process(message("博吧，来钱快", ts=DAY + 5_000, n=2), [])
+    assert f["rule"] == "content.gambling" and f["msg_id"] == "m2"
+    assert f["evidence"]["matches"][0]["split"] and f["evidence"]["matches"][0]["previous_msg_id"] == "m1"
+    # another sender's message does not complete it; nor does one past the window
+    engine = Engine()
+    engine.process(message("今晚一起去网上赌", n=1), [])
+    assert engine.process(message("博吧", ts=DAY + 5_000, n=2, sender="u2"), []) == []
+    engine.process(message("今晚一起去网上赌", n=3), [])
+    assert engine.process(message("博吧", ts=DAY + 120_000, n=4), []) == []
+
+
+def test_split_state_is_released_after_the_window():
+    engine = Engine()
+    engine.process(message("大家好", n=1), [])
+    assert engine.stores["content"]
+    engine.tick(DAY + 61_000)
+    assert not engine.stores["content"]
+
+
+def test_policy_adds_removes_and_allows_terms(tmp_path):
+    extra = tmp_path / "acme.tsv"
+    extra.write_text("ad\t扫楼推广\tmedium\n", encoding="utf-8")
+    policy_file = tmp_path / "policy.yaml"
+    policy_file.write_text(
+        "content:\n  lexicon:\n    files: [acme.tsv]\n    add: {gambling: [菠菜站]}\n"
+        "    remove: [高仿]\n    allow: [赌球评论]\n  patterns: {ad: ['加[vV][:：]?\\w{5,}']}\n", encoding="utf-8")
+    det = ContentDetector(load_policy(policy_file))
+    assert rules("周末扫楼推广", detector=det) == {"content.ad"}
+    assert rules("这个菠菜站不错", detector=det) == {"content.gambling"}
+    assert rules("高仿包", detector=det) == set() and rules("高仿包") == {"content.ad"}
+    assert rules("今天的赌球评论节目", detector=det) == set()
+    assert rules("加v:abc12345", detector=det) == {"content.ad"}
+
+
+@pytest.mark.parametrize("policy, message", [
+    ({"content": {"lexicon": {"add": {"gamblin": ["x"]}}}}, "policy: content.lexicon.add: gamblin: unknown category"),
+    ({"content": {"patterns": {"ad": ["(unclosed"]}}}, "policy: content.patterns: ad[0]: bad regular expression"),
+    ({"content": {"lexicon": {"files": ["missing.tsv"]}}}, "policy: content.lexicon.files[0]: cannot read"),
+    ({"content": {"disabled": ["content.ads"]}}, "policy: content.disabled: content.ads: unknown rule"),
+    ({"groups": {"g1": {"content": {"quiet_hours": {"start": "25:00"}}}}},
+     "policy: groups.g1.content.quiet_hours.start: '25:00' is not a time of day"),
+    ({"content": {"max_chars": 0}}, "policy: content.max_chars: Input should be greater than or equal to 1"),
+])
+def test_policy_errors_name_the_key(tmp_path, policy, message):
+    with pytest.raises(ConfigError) as exc:
+        Policy(policy, base_dir=tmp_path)
+    assert str(exc.value).startswith(message), str(exc.value)
+
+
+def test_policy_error_stops_the_cli_with_one_line(tmp_path):
+    f = tmp_path / "p.yaml"
+    f.write_text("content:\n  patterns: {ad: ['[']}\n")
+    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "check", "文本", "--policy", str(f)],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "policy: content.patterns: ad[0]: bad regular expression" in r.stderr
+
+
+def test_unreadable_lexicon_file_is_one_clear_error(tmp_path):
+    f = tmp_path / "bad.tsv"
+    f.write_bytes(b"\xff\xfe\x00bad")
+    det = ContentDetector(Policy({"content": {"lexicon": {"files": ["bad.tsv"]}}}, base_dir=tmp_path))
+    with pytest.raises(ConfigError, match="cannot read"):
+        det.on_event(message("x"), None, [])
+
+
+def test_huge_and_control_character_texts():
+    det = ContentDetector()
+    big = "正常工作消息" * 170_000  # about 1 MB of text
+    assert rules(big, detector=det) == {"content.too_long"}
+    junk = "".join(chr(c) for c in range(0, 32)) * 1000 + "赌博" + "\x00" * 1000
+    assert "content.gambling" in rules(junk, detector=det)
+
+
+def test_check_command_prints_rule_term_span_and_normalised_form():
+    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "check", "出售發票"], capture_output=True, text=True,
+                       env={"COLUMNS": "200", "PATH": ""})
+    assert r.returncode == 1
+    row = next(line for line in r.stdout.splitlines() if "content.fraud" in line)
+    assert "出售发票" in row and "0-4" in row and "出售發票" in row and "high" in row
+    ok = subprocess.run([sys.executable, "-m", "pipeline.cli", "check", "收到，谢谢"], capture_output=True, text=True)
+    assert ok.returncode == 0
