@@ -110,6 +110,15 @@ def cmd_replay(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_row(item: dict) -> tuple[str, str, str, str]:
+    """term or kind, span, the original text (masked for personal data), the normalised form."""
+    what = item.get("term") or item.get("kind") or item.get("domain") or item.get("pattern") or ""
+    span = item.get("span")
+    original = item.get("text") or item.get("masked") or item.get("url") or ""
+    detail = item.get("normalized") or ", ".join(f"{k}={v}" for k, v in item.items() if k != "span")
+    return str(what), f"{span[0]}-{span[1]}" if span else "", str(original), str(detail)
+
+
 def cmd_check(cfg: Config, args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -129,13 +138,8 @@ def cmd_check(cfg: Config, args: argparse.Namespace) -> int:
         table.add_column(col)
     for f in findings:
         ev = f["evidence"]
-        items = ev.get("matches", []) + ev.get("personal", []) + ev.get("links", [])
-        for item in items or [ev]:
-            span = item.get("span")
-            table.add_row(f["rule"], f["severity"], str(item.get("term") or item.get("kind") or item.get("domain")
-                                                        or item.get("pattern") or ""),
-                          f"{span[0]}-{span[1]}" if span else "", str(item.get("text") or item.get("masked") or item.get("url") or ""),
-                          str(item.get("normalized", "")) or ", ".join(f"{k}={v}" for k, v in item.items()))
+        for item in ev.get("matches", []) + ev.get("personal", []) + ev.get("links", []) or [ev]:
+            table.add_row(f["rule"], f["severity"], *_check_row(item))
     Console().print(table)
     return 1 if findings else 0
 
