@@ -14,7 +14,7 @@ import faust
 import orjson
 
 from pipeline.config import Config
-from pipeline.processor import Processor
+from pipeline.processor import Batch, Processor
 from pipeline.sink.backends import connect
 from pipeline.sink.migrate import migrate
 from pipeline.sink.writer import ClickHouseSink
@@ -38,7 +38,7 @@ class SinkDriver:
 
     async def flush(self) -> None:
         async with self.lock:
-            if not self.unacked or not self.sink.due():
+            if not self.sink.due():  # due() is False when nothing is pending
                 return
             loop = asyncio.get_running_loop()
             rows = await loop.run_in_executor(None, self.sink.flush)
@@ -60,19 +60,29 @@ def register(app: faust.App, cfg: Config) -> None:
 
     @app.agent(events_topic)
     async def ingest(stream: faust.StreamT) -> None:
-        loop = asyncio.get_running_loop()
         async for events in stream.noack().noack_take(TAKE_RECORDS, within=cfg.sink.batch_seconds / 2):
             batch = processor.process(
                 (e.value, Source(e.message.topic, e.message.partition, e.message.offset)) for e in events)
             async with driver.lock:
-                batch = await loop.run_in_executor(None, driver.sink.admit, batch)
-                for dl in batch.dead:
-                    await dead_topic.send(key=dl["dl_id"].encode(), value=orjson.dumps(dl))
-                for f in batch.findings:
-                    await findings_topic.send(key=(f["group_id"] or f["org_id"]).encode(), value=orjson.dumps(f))
+                await publish(batch)
                 driver.unacked.extend((stream, e) for e in events)
             await driver.flush()
+
+    async def publish(batch: Batch) -> Batch:
+        """Queue the batch in the sink and publish its dead letters and findings; rows not yet acked."""
+        loop = asyncio.get_running_loop()
+        batch = await loop.run_in_executor(None, driver.sink.admit, batch)
+        for dl in batch.dead:
+            await dead_topic.send(key=dl["dl_id"].encode(), value=orjson.dumps(dl))
+        for f in batch.findings:
+            await findings_topic.send(key=(f["group_id"] or f["org_id"]).encode(), value=orjson.dumps(f))
+        return batch
 
     @app.timer(interval=max(cfg.sink.batch_seconds, 0.1))
     async def flush_idle() -> None:
         await driver.flush()
+
+    @app.timer(interval=10.0)
+    async def housekeeping() -> None:
+        async with driver.lock:
+            await publish(processor.tick())

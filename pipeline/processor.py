@@ -57,3 +57,13 @@ class Processor:
             rows["deadletter"].append(deadletter_row(dl))
             batch.dead.append(dl)
         return batch
+
+    def tick(self) -> Batch:
+        """Timers at the latest event time seen: findings whose moment has come, state released.
+        Their rows carry the timer as their source, offset = that moment."""
+        now = self.engine.watermark
+        batch = Batch()
+        for i, finding in enumerate(self.engine.tick(now)):
+            batch.rows["findings"].append(finding_row(finding, Source(self.cfg.topic("timer"), 0, now, i)))
+            batch.findings.append(finding)
+        return batch

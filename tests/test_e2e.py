@@ -13,6 +13,7 @@ from kafka import KafkaConsumer
 
 from pipeline.kafka import bootstrap, ensure_topics
 from pipeline.produce import produce, wait_drained
+from pipeline.replay import replay
 from pipeline.simulate import Simulator
 from pipeline.sink.backends import connect
 from pipeline.sink.migrate import migrate
@@ -134,3 +135,23 @@ def test_chdb_backend_end_to_end(tmp_path, kafka, workers):
     assert wait_drained(cfg, ends, timeout=180, alive=lambda: workers[0].proc.poll() is None)
     workers[0].stop()  # chDB is one process at a time: read after the worker has let go
     _assert_landed(cfg, valid, malformed, messages)
+
+
+def test_streaming_worker_and_replay_agree_finding_for_finding(tmp_path, kafka, clickhouse, workers):
+    cfg = _setup(tmp_path, kafka, server_url(clickhouse, unique("agree")))
+    sim = Simulator(orgs=2, groups=30, members=12, seed=51)
+    records = list(sim.records(8_000, malformed=20, envelope=10))
+    lines = tmp_path / "events.jsonl"
+    lines.write_bytes(b"\n".join(r.value for r in records) + b"\n")
+    expected = replay(open(lines, "rb")).findings
+    assert len({f["rule"] for f in expected}) >= 5, "the stream exercises several rules"
+    ends = produce(cfg, records, show_progress=False)
+    workers.append(Worker(cfg, tmp_path / "worker.log"))
+    assert wait_drained(cfg, ends, timeout=180, alive=lambda: workers[0].proc.poll() is None)
+    backend = connect(cfg.clickhouse.url)
+    stored = backend.query(f"SELECT finding_id, rule, msg_id, user_id, ts, evidence FROM {backend.database}.findings")
+    backend.close()
+    assert len(stored) == len({r[0] for r in stored}), "each finding once"
+    streamed = {fid: (rule, msg, user, ts, orjson.loads(ev)) for fid, rule, msg, user, ts, ev in stored}
+    replayed = {f["finding_id"]: (f["rule"], f["msg_id"], f["user_id"], f["ts"], f["evidence"]) for f in expected}
+    assert streamed == replayed

@@ -87,7 +87,8 @@ class ContentDetector:
             add("content.red_packet", "medium", "msg_type", "red_packet")
         for url, domain, span in find_links(text, event["urls"]):
             if not allowed(domain, content.allowed_domains):
-                add("content.link", "medium", "links", {"url": url, "domain": domain, "span": span})
+                where = list(span) if span else None  # JSON-native: the same after a round trip
+                add("content.link", "medium", "links", {"url": url, "domain": domain, "span": where})
         for p in find_personal(text):
             add("content.pii", "high", "personal", {"kind": p.kind, "span": [p.start, p.end], "masked": p.masked})
         length = len(text.strip())
