@@ -70,6 +70,11 @@ class Simulator:
 
     def _tick(self, mean_ms: int = 1500) -> int:
         self.ts += int(self.rng.expovariate(1 / mean_ms)) + 1
+        # Groups follow the working day: after 22:00 (Asia/Shanghai) the clock jumps to the next
+        # morning, except for the odd late post that quiet-hours rules exist for.
+        local_ms = (self.ts + 8 * 3_600_000) % 86_400_000
+        if local_ms >= 22 * 3_600_000 and self.rng.random() > 0.002:
+            self.ts += 86_400_000 - local_ms + 7 * 3_600_000 + self.rng.randint(0, 3_600_000)
         return self.ts
 
     def _person(self, org: str, i: int) -> Member:

@@ -70,11 +70,12 @@ class Matcher:
                         hits.append((start, end_idx + 1, value))
         return hits, allowed
 
-    def find(self, text: str) -> list[Match]:
+    def find(self, text: str, folded: str | None = None) -> list[Match]:
+        """Matches in `text`; pass `folded` = fold(text) when already computed."""
         if not self.size or not text:
             return []
         # Most messages match nothing: decide on the cheap folded text, map offsets only on a hit.
-        if not self.scan(fold(text))[0]:
+        if not self.scan(fold(text) if folded is None else folded)[0]:
             return []
         norm = normalize(text)
         hits, allowed = self.scan(norm.text)

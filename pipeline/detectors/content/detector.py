@@ -9,7 +9,6 @@ State per group and sender holds the tail of the last message, for split-message
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from typing import Any
 
 from pipeline.detectors.content.lexicon import is_reminder, matcher_for
@@ -18,11 +17,20 @@ from pipeline.detectors.content.pii import find_personal
 from pipeline.detectors.content.quiet_hours import in_quiet_hours
 from pipeline.detectors.content.split import next_state, split_hits
 from pipeline.policy import Content, Policy
+from pipeline.text.matcher import Matcher
 from pipeline.text.normalize import fold
 from schemas.records import SEVERITIES, make_finding
 
 _RANK = {s: i for i, s in enumerate(SEVERITIES)}
+TEXT_CACHE = 100_000  # texts whose text-only evidence is remembered
 EXEMPT_TYPES = frozenset({"system", "recall"})  # the platform's own notices, not a member's post
+
+
+def _add(out: dict[str, tuple[str, dict]], rule: str, severity: str, key: str, item: Any) -> None:
+    """Add one piece of evidence to the rule's finding; the finding takes the highest severity."""
+    sev, ev = out.get(rule, (severity, {}))
+    ev.setdefault(key, []).append(item)
+    out[rule] = (severity if _RANK[severity] > _RANK[sev] else sev, ev)
 
 
 class ContentDetector:
@@ -31,7 +39,8 @@ class ContentDetector:
 
     def __init__(self, policy: Policy | None = None) -> None:
         self.policy = policy or Policy()
-        self._patterns: dict[tuple, list[tuple[str, re.Pattern]]] = {}
+        self._prepared: dict[int, tuple[Content, Matcher, list[tuple[str, re.Pattern]]]] = {}
+        self._texts: dict[tuple, tuple[str, tuple]] = {}
 
     def state_key(self, event: dict[str, Any]) -> str:
         return f"{event['group_id']}\x1f{event['sender_id']}"
@@ -40,12 +49,11 @@ class ContentDetector:
         if event["msg_type"] in EXEMPT_TYPES:
             return [], state
         content = self.policy.content_for(event["org_id"], event["group_id"])
-        evidence = self.evidence(event, content, state)
+        folded, evidence = self.evidence(event, content, state)
         findings = [self._finding(event, rule, sev, ev) for rule, (sev, ev) in evidence.items()
                     if content.enabled(rule)]
-        matcher = matcher_for(content.lexicon, self.policy.base_dir)
-        new_state = next_state(fold(event["text"]), event["ts"], event["msg_id"], matcher.max_len - 1)
-        return findings, new_state
+        matcher = self._prepare(content)[1]
+        return findings, next_state(folded, event["ts"], event["msg_id"], matcher.max_len - 1)
 
     def tick(self, now: int, key: str, state: Any) -> tuple[list[dict], Any]:
         """Forget a sender's tail once no split can complete with it (bounds memory)."""
@@ -54,46 +62,31 @@ class ContentDetector:
 
     # --- evidence -----------------------------------------------------------------------------
 
-    def evidence(self, event: dict[str, Any], content: Content, state: Any) -> dict[str, tuple[str, dict]]:
-        """rule → (severity, evidence) for one message."""
-        out: dict[str, tuple[str, dict]] = {}
+    def evidence(self, event: dict[str, Any], content: Content, state: Any) -> tuple[str, dict[str, tuple[str, dict]]]:
+        """The folded text and rule → (severity, evidence) for one message."""
         text = event["text"] or ""
-        matcher = matcher_for(content.lexicon, self.policy.base_dir)
-
-        def add(rule: str, severity: str, key: str, item: Any) -> None:
-            sev, ev = out.get(rule, (severity, {}))
-            ev.setdefault(key, []).append(item)
-            out[rule] = (severity if _RANK[severity] > _RANK[sev] else sev, ev)
-
-        for field in ("text", "file_name"):
-            value = event.get(field) or ""
-            for m in matcher.find(value):
-                if is_reminder(value, m.start):
-                    continue
-                add(f"content.{m.term.category}", m.term.severity, "matches", {
-                    "term": m.term.term, "field": field, "span": [m.start, m.end],
-                    "text": value[m.start:m.end], "normalized": m.normalized})
-            for category, pattern in self._compiled(content):
-                for m in pattern.finditer(value):
-                    add(f"content.{category}", "medium", "matches", {
-                        "pattern": pattern.pattern, "field": field, "span": list(m.span()), "text": m.group(0)})
+        folded, from_text = self._text_evidence(content, text, bool(event["urls"]))
+        out: dict[str, tuple[str, dict]] = {}
+        for rule, severity, key, item in from_text:
+            _add(out, rule, severity, key, dict(item))  # a copy: cached items are shared
+        _, matcher, patterns = self._prepare(content)
+        if event["file_name"]:
+            for entry in self._lexicon(matcher, patterns, "file_name", event["file_name"], None):
+                _add(out, *entry)
+        if event["urls"]:
+            for entry in self._links(content, text, event["urls"]):
+                _add(out, *entry)
         if state and event["ts"] - state["ts"] <= content.split_window_seconds * 1000:
-            folded = fold(text)
             for term in split_hits(matcher, state["tail"], folded):
-                add(f"content.{term.category}", term.severity, "matches", {
+                _add(out, f"content.{term.category}", term.severity, "matches", {
                     "term": term.term, "field": "text", "split": True,
                     "previous_msg_id": state["msg_id"], "normalized": (state["tail"] + folded)})
         if event["msg_type"] == "red_packet":
-            add("content.red_packet", "medium", "msg_type", "red_packet")
-        for url, domain, span in find_links(text, event["urls"]):
-            if not allowed(domain, content.allowed_domains):
-                where = list(span) if span else None  # JSON-native: the same after a round trip
-                add("content.link", "medium", "links", {"url": url, "domain": domain, "span": where})
-        for p in find_personal(text):
-            add("content.pii", "high", "personal", {"kind": p.kind, "span": [p.start, p.end], "masked": p.masked})
-        length = len(text.strip())
-        if event["msg_type"] == "text" and length > content.max_chars:
-            out["content.too_long"] = ("low", {"chars": length, "limit": content.max_chars})
+            _add(out, "content.red_packet", "medium", "msg_type", "red_packet")
+        if event["msg_type"] == "text":
+            length = len(text.strip())
+            if length > content.max_chars:
+                out["content.too_long"] = ("low", {"chars": length, "limit": content.max_chars})
         if content.quiet is not None:
             start, end, tz = content.quiet
             inside, local = in_quiet_hours(event["ts"], start, end, tz)
@@ -101,13 +94,59 @@ class ContentDetector:
                 out["conduct.quiet_hours"] = ("low", {
                     "local_time": local.strftime("%Y-%m-%d %H:%M"), "quiet_hours": [str(start)[:5], str(end)[:5]],
                     "tz": str(tz)})
+        return folded, out
+
+    def _text_evidence(self, content: Content, text: str, has_urls: bool) -> tuple[str, tuple]:
+        """Everything that depends on the text alone, cached per policy setting and text: chat
+        repeats itself (收到, 好的, the same notice forwarded), like the tokenizer's cache."""
+        key = (id(content), text, has_urls)
+        cached = self._texts.get(key)
+        if cached is not None:
+            return cached
+        folded = fold(text)
+        _, matcher, patterns = self._prepare(content)
+        entries: list[tuple] = []
+        if text:
+            entries += self._lexicon(matcher, patterns, "text", text, folded)
+            if not has_urls:  # with a urls field, links are taken from both together, uncached
+                entries += self._links(content, text, ())
+            entries += [("content.pii", "high", "personal", {"kind": p.kind, "span": [p.start, p.end],
+                                                              "masked": p.masked}) for p in find_personal(text)]
+        result = (folded, tuple(entries))
+        if len(self._texts) >= TEXT_CACHE:
+            self._texts.pop(next(iter(self._texts)))  # oldest first: dicts keep insertion order
+        self._texts[key] = result
+        return result
+
+    @staticmethod
+    def _links(content: Content, text: str, urls) -> list[tuple]:
+        if "." not in text and not urls:
+            return []
+        return [("content.link", "medium", "links", {"url": url, "domain": domain,
+                                                     "span": list(span) if span else None})  # JSON-native
+                for url, domain, span in find_links(text, urls) if not allowed(domain, content.allowed_domains)]
+
+    @staticmethod
+    def _lexicon(matcher: Matcher, patterns: list[tuple[str, re.Pattern]], field: str,
+                 value: str, folded: str | None) -> list[tuple]:
+        out = [(f"content.{m.term.category}", m.term.severity, "matches", {
+                    "term": m.term.term, "field": field, "span": [m.start, m.end],
+                    "text": value[m.start:m.end], "normalized": m.normalized})
+               for m in matcher.find(value, folded) if not is_reminder(value, m.start)]
+        for category, pattern in patterns:
+            out += [(f"content.{category}", "medium", "matches", {
+                        "pattern": pattern.pattern, "field": field, "span": list(m.span()), "text": m.group(0)})
+                    for m in pattern.finditer(value)]
         return out
 
-    def _compiled(self, content: Content) -> Iterable[tuple[str, re.Pattern]]:
-        key = tuple(sorted(content.patterns.items()))
-        if key not in self._patterns:
-            self._patterns[key] = [(cat, re.compile(p)) for cat, pats in key for p in pats]
-        return self._patterns[key]
+    def _prepare(self, content: Content) -> tuple[Content, Matcher, list[tuple[str, re.Pattern]]]:
+        """The automaton and compiled patterns of one policy setting (Policy keeps each Content alive)."""
+        found = self._prepared.get(id(content))
+        if found is None or found[0] is not content:
+            patterns = [(cat, re.compile(p)) for cat, pats in sorted(content.patterns.items()) for p in pats]
+            found = (content, matcher_for(content.lexicon, self.policy.base_dir), patterns)
+            self._prepared[id(content)] = found
+        return found
 
     def _finding(self, event: dict[str, Any], rule: str, severity: str, evidence: dict) -> dict:
         return make_finding(rule, severity, event["org_id"], event["group_id"], event["msg_id"],

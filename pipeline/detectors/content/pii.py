@@ -20,6 +20,8 @@ ADDRESS = re.compile(
     r"([\u4e00-\u9fff]{1,8}(?:省|市|区|县|镇)[\u4e00-\u9fff\d]{0,16}?(?:路|街|道|巷|弄|村|小区|花园|公寓)"
     r"[\u4e00-\u9fff\d-]{0,10}?\d+号(?:院|楼)?[\s,，]*\d+(?:栋|幢|号楼|单元|室|层|楼|房)(?:[\d\u4e00-\u9fff]{0,8}(?:室|房))?)")
 
+_DIGIT = re.compile(r"\d")
+_HINT = re.compile(r"[\d@]")  # no digit and no @: no personal data of any kind here
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _ID_CHECK = "10X98765432"
 
@@ -64,7 +66,7 @@ def _mask(value: str, keep: int = 3) -> str:
 
 
 def find_personal(text: str) -> list[Personal]:
-    if not text:
+    if not text or not _HINT.search(text):
         return []
     out: list[Personal] = []
 
@@ -73,7 +75,7 @@ def find_personal(text: str) -> list[Personal]:
         if not any(p.start < e and s < p.end for p in out):  # a digit run is one kind of data
             out.append(Personal(kind, s, e, masked))
 
-    if any(c.isdigit() for c in text):
+    if _DIGIT.search(text):
         for m in ID_CARD.finditer(text):
             if id_card_valid(m.group(1)):
                 add("id_card", m, _mask(m.group(1), 4))
