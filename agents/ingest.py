@@ -28,25 +28,37 @@ TAKE_RECORDS = 200
 
 
 class SinkDriver:
-    """Holds the events whose rows are queued in the sink and acks them once those rows are written."""
+    """Holds the events whose rows are queued in the sink and acks them once those rows are written.
+
+    One write is in flight at a time, in a thread, while the agent processes the next records
+    (the ClickHouse clients release the GIL while they send); a second write waits for the first,
+    which is the backpressure. Writes complete, and their events are acked, in order.
+    """
 
     def __init__(self, sink: ClickHouseSink, app: faust.App) -> None:
         self.sink = sink
         self.app = app
         self.unacked: list[tuple[faust.StreamT, faust.EventT]] = []
         self.lock = asyncio.Lock()
+        self.inflight: asyncio.Future | None = None
 
     async def flush(self) -> None:
         async with self.lock:
             if not self.sink.due():  # due() is False when nothing is pending
                 return
-            loop = asyncio.get_running_loop()
-            rows = await loop.run_in_executor(None, self.sink.flush)
-            await self.app.producer.flush()
-            for stream, event in self.unacked:
-                await stream.ack(event)
-            log.info("stored batch: records=%d rows=%d", len(self.unacked), rows)
-            self.unacked.clear()
+            if self.inflight is not None:
+                await self.inflight
+            taken, events = self.sink.take(), self.unacked
+            self.unacked = []
+            self.inflight = asyncio.ensure_future(self._write(taken, events))
+
+    async def _write(self, taken: dict, events: list[tuple[faust.StreamT, faust.EventT]]) -> None:
+        loop = asyncio.get_running_loop()
+        rows = await loop.run_in_executor(None, self.sink.write, taken)
+        await self.app.producer.flush()  # dead letters and findings are out before the offsets move
+        for stream, event in events:
+            await stream.ack(event)
+        log.info("stored batch: records=%d rows=%d", len(events), rows)
 
 
 def register(app: faust.App, cfg: Config) -> None:

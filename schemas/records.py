@@ -127,25 +127,37 @@ def _check(field: Field, value: Any, where: str) -> Any:
     raise AssertionError(f"unknown field type {t}")  # a bug in this file, not bad input
 
 
+# Per kind, the fields as (field, name, is_plain_str, choices) for the validation loop: the common
+# case, a string field holding a string, is checked inline; everything else goes through _check.
+_SPEC = {
+    kind: tuple((f, f.name, f.type == "str", frozenset(f.choices) if f.choices else None)
+                for f in COMMON + fields)
+    for kind, fields in KINDS.items()
+}
+
+
 def validate_event(obj: Any, max_text_chars: int = 100_000) -> dict[str, Any]:
     """Return the event with defaults filled and unknown fields under `extra`, or raise SchemaError."""
     if not isinstance(obj, dict):
         raise SchemaError(f"event: expected a JSON object, got {type(obj).__name__}")
     kind = obj.get("kind")
-    if kind not in KINDS:
+    spec = _SPEC.get(kind) if isinstance(kind, str) else None
+    if spec is None:
         if kind is None:
             raise SchemaError("kind: missing")
         raise SchemaError(f"kind: {str(kind)[:40]!r} is not one of {', '.join(KINDS)}")
     out: dict[str, Any] = {}
-    for field in COMMON + KINDS[kind]:
-        where = f"{kind}.{field.name}"
-        value = obj.get(field.name)
+    get = obj.get
+    for field, name, plain, choices in spec:
+        value = get(name)
         if value is None:
             if field.required:
-                raise SchemaError(f"{where}: missing")
-            out[field.name] = field.default
-            continue
-        out[field.name] = _check(field, value, where)
+                raise SchemaError(f"{kind}.{name}: missing")
+            out[name] = field.default
+        elif plain and type(value) is str and (value or not field.nonempty) and (choices is None or value in choices):
+            out[name] = value
+        else:
+            out[name] = _check(field, value, f"{kind}.{name}")
     if kind == "message" and len(out["text"]) > max_text_chars:
         raise SchemaError(f"message.text: {len(out['text'])} characters, over the limit of {max_text_chars}")
     known = _KNOWN[kind]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -58,11 +59,11 @@ def raw_row(event: dict[str, Any], src: Source) -> tuple:
     ) + _src(src)
 
 
+_message_values = itemgetter(*_MESSAGE_FIELDS)
+
+
 def message_row(event: dict[str, Any], tokens: list[str], src: Source) -> tuple:
-    values = []
-    for name in _MESSAGE_FIELDS:
-        v = event[name]
-        values.append(list(v) if isinstance(v, tuple) else ("" if v is None else v))
+    values = [list(v) if type(v) is tuple else ("" if v is None else v) for v in _message_values(event)]
     return (event["event_id"], event["org_id"], *values, tokens, dumps(event["extra"]), event["ts"]) + _src(src)
 
 

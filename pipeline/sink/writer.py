@@ -9,8 +9,9 @@ Exactly once in ClickHouse, the way Arroyo-style consumers get it on an at-least
 - A bounded cache of recently written keys (event_id, finding_id) drops events sent twice.
 - The tables are ReplacingMergeTree on the same keys: a duplicate that slips past both (an insert
   that succeeded but whose acknowledgement was lost) collapses at the next merge.
-While ClickHouse is down, `flush` retries with exponential backoff and does not return, so the
-agent stops taking records and Faust pauses the partitions: memory stays bounded.
+While ClickHouse is down, `write` retries with exponential backoff and does not return; the agent
+keeps at most one write in flight, so it stops taking records and Faust pauses the partitions:
+memory stays bounded.
 """
 
 from __future__ import annotations
@@ -108,20 +109,29 @@ class ClickHouseSink:
         return (self.pending_rows >= self.cfg.batch_rows
                 or time.monotonic() - (self.oldest or 0) >= self.cfg.batch_seconds)
 
-    def flush(self) -> int:
-        """Write everything pending; return the number of rows. Retries until written or stopped."""
+    def take(self) -> dict[str, list[tuple]]:
+        """Hand over everything pending (to `write`, possibly in another thread); start afresh."""
+        taken, self.pending = self.pending, {t: [] for t in TABLES}
+        self.pending_rows = 0
+        self.oldest = None
+        return taken
+
+    def write(self, taken: dict[str, list[tuple]]) -> int:
+        """Write taken rows; return how many. Retries until written or stopped."""
         n = 0
-        for table, rows in self.pending.items():
+        for table, rows in taken.items():
             if not rows:
                 continue
             columns = TABLES[table]
             self._retry(lambda t=table, r=rows, c=columns: self.backend.insert(t, c, r))
             n += len(rows)
-            # Cleared per table, so a retry after a failure in a later table never rewrites this one.
-            self.pending[table] = []
-        self.pending_rows = 0
-        self.oldest = None
+            # Emptied per table, so a retry after a failure in a later table never rewrites this one.
+            taken[table] = []
         return n
+
+    def flush(self) -> int:
+        """Write everything pending, here and now; return the number of rows."""
+        return self.write(self.take())
 
     def _retry(self, fn):
         delay = 0.2
