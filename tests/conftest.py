@@ -23,6 +23,16 @@ from pipeline.sink.backends import connect
 ROOT = Path(__file__).resolve().parents[1]
 _ids = itertools.count(1)
 
+# Figures tests measure and the run prints at its end (pytest captures what tests print).
+REPORT: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if REPORT:
+        terminalreporter.section("measured")
+        for line in REPORT:
+            terminalreporter.write_line(line)
+
 
 @pytest.fixture(scope="session")
 def clickhouse(tmp_path_factory) -> Iterator[devservices.Service]:

@@ -13,6 +13,7 @@ from pipeline.detectors.content.detector import ContentDetector
 from pipeline.engine import Engine
 from pipeline.policy import CONTENT_RULES, Policy, load_policy
 from schemas.records import validate_event
+from tests.conftest import REPORT
 
 CORPUS = Path(__file__).parent / "data" / "content_corpus.tsv"
 DAY = 1_793_498_400_000 + 3_600_000  # 2026-11-02 10:00 Asia/Shanghai: outside quiet hours
@@ -44,9 +45,8 @@ def test_precision_and_recall_on_the_labelled_corpus():
         if got != expected:
             misses.append(f"{text[:40]!r}: expected {sorted(expected)} got {sorted(got)}")
     precision, recall = tp / (tp + fp), tp / (tp + fn)
-    print(f"\ncontent corpus: {len(lines)} messages, precision={precision:.3f} recall={recall:.3f}")
-    for m in misses:
-        print("  ", m)
+    REPORT.append(f"content corpus: {len(lines)} messages, precision={precision:.3f} recall={recall:.3f}")
+    REPORT.extend(f"  differs: {m}" for m in misses)
     assert len(lines) >= 400
     assert precision >= 0.95 and recall >= 0.95
 
@@ -170,12 +170,14 @@ def test_policy_error_stops_the_cli_with_one_line(tmp_path):
     assert "policy: content.patterns: ad[0]: bad regular expression" in r.stderr
 
 
-def test_unreadable_lexicon_file_is_one_clear_error(tmp_path):
-    f = tmp_path / "bad.tsv"
-    f.write_bytes(b"\xff\xfe\x00bad")
-    det = ContentDetector(Policy({"content": {"lexicon": {"files": ["bad.tsv"]}}}, base_dir=tmp_path))
+def test_unreadable_lexicon_file_stops_at_start_with_one_line(tmp_path):
+    (tmp_path / "bad.tsv").write_bytes(b"\xff\xfe\x00bad")
     with pytest.raises(ConfigError, match="cannot read"):
-        det.on_event(message("x"), None, [])
+        ContentDetector(Policy({"content": {"lexicon": {"files": ["bad.tsv"]}}}, base_dir=tmp_path))
+    (tmp_path / "p.yaml").write_text("content:\n  lexicon:\n    files: [bad.tsv]\n")
+    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "replay", str(tmp_path / "p.yaml"),
+                        "--policy", str(tmp_path / "p.yaml")], capture_output=True, text=True)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "bad.tsv" in r.stderr
 
 
 def test_huge_and_control_character_texts():

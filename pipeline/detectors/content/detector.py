@@ -41,6 +41,7 @@ class ContentDetector:
         self.policy = policy or Policy()
         self._prepared: dict[int, tuple[Content, Matcher, list[tuple[str, re.Pattern]]]] = {}
         self._texts: dict[tuple, tuple[str, tuple]] = {}
+        self._prepare(self.policy.default)  # a bad lexicon file stops start-up, not the first message
 
     def state_key(self, event: dict[str, Any]) -> str:
         return f"{event['group_id']}\x1f{event['sender_id']}"
