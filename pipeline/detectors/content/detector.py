@@ -133,7 +133,7 @@ class ContentDetector:
         out = [(f"content.{m.term.category}", m.term.severity, "matches", {
                     "term": m.term.term, "field": field, "span": [m.start, m.end],
                     "text": value[m.start:m.end], "normalized": m.normalized})
-               for m in matcher.find(value, folded) if not is_reminder(value, m.start)]
+               for m in matcher.find(value, folded) if not is_reminder(value, m.start, m.end)]
         for category, pattern in patterns:
             out += [(f"content.{category}", "medium", "matches", {
                         "pattern": pattern.pattern, "field": field, "span": list(m.span()), "text": m.group(0)})

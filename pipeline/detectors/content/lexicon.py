@@ -53,7 +53,11 @@ def _phrases(name: str) -> list[str]:
     return [s.strip() for s in lines if s.strip() and not s.startswith("#")]
 
 
-CLAUSE_END = re.compile(r"[，。！？；：,.!?;:\n、]")
+# Clauses end at punctuation; 、 does not end one: 不得发布赌博、色情、暴力 is one prohibition.
+CLAUSE_END = re.compile(r"[，。！？；：,.!?;:\n]")
+# A hit that closes an enumeration ending in 等 or 色彩 names a category (赌博、色情等不良信息,
+# 具有色情色彩的) rather than posting it; 等你来, 等一下 and the like are not that 等.
+NAMING = re.compile(r"^(?:、[^，。！？；：,.!?;:\n、]{1,10})*(?:等(?![你我他她着待一会])|色彩)")
 
 
 @lru_cache(maxsize=1)
@@ -61,10 +65,13 @@ def _cues() -> tuple[str, ...]:
     return tuple(_phrases("prohibit.txt"))
 
 
-def is_reminder(text: str, start: int) -> bool:
-    """Whether the clause holding text[start:] states a prohibition before it (请勿在群里发红包)."""
+def is_reminder(text: str, start: int, end: int) -> bool:
+    """Whether a hit at text[start:end] is the rule talking, not a post breaking it: its clause
+    states a prohibition before it (请勿在群里发红包), or it names a category in a list (赌博、色情等)."""
     head = CLAUSE_END.split(text[:start])[-1]
-    return any(cue in head for cue in _cues())
+    if any(cue in head for cue in _cues()):
+        return True
+    return NAMING.match(text[end:]) is not None
 
 
 def matcher_for(lexicon: Lexicon, base_dir: Path) -> Matcher:
