@@ -21,7 +21,6 @@ stop with one message naming the key: `policy: content.lexicon.add.gamblin: unkn
 
 from __future__ import annotations
 
-import hashlib
 import re
 from datetime import time
 from functools import cached_property
@@ -149,30 +148,24 @@ class Policy:
         self._top = parsed.content
         self._orgs = {k: v.content for k, v in parsed.orgs.items()}
         self._groups = {k: v.content for k, v in parsed.groups.items()}
-        self.version = hashlib.blake2b(repr(sorted(data.items())).encode(), digest_size=8).hexdigest()
         self._cache: dict[tuple[str, str], Content] = {}
         self.default = self._build(self._top, "content")
-        for org, over in self._orgs.items():
-            self._build({**self._top, **over}, f"orgs.{org}.content")
-        for gid, over in self._groups.items():
-            self._build({**self._top, **over}, f"groups.{gid}.content")
-        self._check_files(self.default, "content")
+        scopes = [(f"orgs.{k}.content", v) for k, v in self._orgs.items()]
+        scopes += [(f"groups.{k}.content", v) for k, v in self._groups.items()]
+        for where, over in scopes:
+            self._build({**self._top, **over}, where)
 
     def _build(self, values: dict[str, Any], where: str) -> Content:
+        """Validate one scope's settings, and that its lexicon files exist."""
         try:
-            return Content.model_validate(values)
+            content = Content.model_validate(values)
         except ValidationError as exc:
             raise _policy_error(exc, where) from None
-
-    def _check_files(self, content: Content, where: str) -> None:
         for i, f in enumerate(content.lexicon.files):
-            path = self.resolve(f)
+            path = resolve(self.base_dir, f)
             if not path.is_file():
                 raise ConfigError(f"policy: {where}.lexicon.files[{i}]: cannot read {path}")
-
-    def resolve(self, name: str) -> Path:
-        p = Path(name)
-        return p if p.is_absolute() else self.base_dir / p
+        return content
 
     def content_for(self, org_id: str, group_id: str) -> Content:
         key = (org_id, group_id)
@@ -182,6 +175,12 @@ class Policy:
             found = self.default if merged == self._top else self._build(merged, f"groups.{group_id}.content")
             self._cache[key] = found
         return found
+
+
+def resolve(base_dir: Path, name: str) -> Path:
+    """A file named in a policy: relative to the policy file's folder."""
+    p = Path(name)
+    return p if p.is_absolute() else base_dir / p
 
 
 def _policy_error(exc: ValidationError, prefix: str = "") -> ConfigError:

@@ -196,3 +196,8 @@ def test_check_command_prints_rule_term_span_and_normalised_form():
     assert "出售发票" in row and "0-4" in row and "出售發票" in row and "high" in row
     ok = subprocess.run([sys.executable, "-m", "pipeline.cli", "check", "收到，谢谢"], capture_output=True, text=True)
     assert ok.returncode == 0
+
+
+def test_a_missing_lexicon_file_in_a_group_scope_is_caught_at_load(tmp_path):
+    with pytest.raises(ConfigError, match=r"policy: groups.g7.content.lexicon.files\[0\]: cannot read"):
+        Policy({"groups": {"g7": {"content": {"lexicon": {"files": ["nope.tsv"]}}}}}, base_dir=tmp_path)

@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from pipeline.config import ConfigError
-from pipeline.policy import CATEGORIES, Lexicon
+from pipeline.policy import CATEGORIES, Lexicon, resolve
 from pipeline.text.matcher import Matcher, Term
 from pipeline.text.normalize import normalize_term
 from schemas.records import SEVERITIES
@@ -86,7 +86,7 @@ def _build(key: tuple) -> Matcher:
     lexicon = Lexicon(files=files, add=dict(add), remove=remove, allow=allow)
     terms = [t for cat in CATEGORIES for t in read_terms(DATA / f"{cat}.tsv", cat)]
     for f in lexicon.files:
-        terms.extend(read_terms(Path(f) if Path(f).is_absolute() else base_dir / f))
+        terms.extend(read_terms(resolve(base_dir, f)))
     for cat, added in lexicon.add.items():
         terms.extend(Term(t, cat, "medium") for t in added)
     removed = {normalize_term(t) for t in lexicon.remove}
