@@ -42,3 +42,7 @@ def test_latin_terms_are_whole_words():
     m = Matcher([Term("sb", "insult", boundary=True), Term("porn", "porn", boundary=True)])
     assert [x.term.term for x in m.find("你就是个SB")] == ["sb"]
     assert m.find("插上USB接口") == [] and m.find("pornography") == []
+
+
+def test_a_term_from_two_sources_matches_once():
+    assert len(Matcher([Term("赌博", "gambling"), Term("赌博", "gambling")]).find("赌博")) == 1

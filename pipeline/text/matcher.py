@@ -43,7 +43,7 @@ class Matcher:
         entries: dict[str, list] = {}
         for t in terms:
             key = normalize_term(t.term)
-            if key:
+            if key and ("term", t) not in entries.get(key, ()):  # the same term from two sources, once
                 entries.setdefault(key, []).append(("term", t))
         for phrase in allow:
             key = normalize_term(phrase)
