@@ -29,6 +29,9 @@ def create_app(cfg: Config) -> faust.App:
         producer_max_request_size=cfg.kafka.max_message_bytes,
         consumer_max_fetch_size=cfg.kafka.max_message_bytes * 2,
         stream_buffer_maxsize=2048,
+        # Detector state lives in memory and is recovered from its changelog; a standby copy would
+        # double the memory for a faster failover (agents/tables.py).
+        table_standby_replicas=0,
     )
     from agents.ingest import register
 

@@ -1,8 +1,9 @@
 """The ingest agent: qg.events → decode, validate, tokenize, detect (pipeline.processor) → ClickHouse.
 
-Offsets are acked only after the sink has written the rows they produced; dead letters and findings
-are published to their topics before that, so a crash repeats them at most (consumers key on
-dl_id / finding_id). The logic lives in pipeline/; this module only wires it to Faust.
+Offsets are committed only after the sink has written the rows they produced (agents/offsets.py);
+dead letters, findings and detector state changes are published to their topics before that, so a
+crash repeats them at most (consumers key on dl_id / finding_id). The logic lives in pipeline/;
+this module only wires it to Faust.
 """
 
 from __future__ import annotations
@@ -13,7 +14,11 @@ import logging
 import faust
 import orjson
 
+from agents.offsets import StoredOffsets
+from agents.tables import create_stores
 from pipeline.config import Config
+from pipeline.engine import Engine
+from pipeline.policy import load_policy
 from pipeline.processor import Batch, Processor
 from pipeline.sink.backends import connect
 from pipeline.sink.migrate import migrate
@@ -28,16 +33,17 @@ TAKE_RECORDS = 200
 
 
 class SinkDriver:
-    """Holds the events whose rows are queued in the sink and acks them once those rows are written.
+    """Holds the events whose rows are queued in the sink and commits them once those rows are written.
 
     One write is in flight at a time, in a thread, while the agent processes the next records
     (the ClickHouse clients release the GIL while they send); a second write waits for the first,
-    which is the backpressure. Writes complete, and their events are acked, in order.
+    which is the backpressure. Writes complete, and their offsets are committed, in order.
     """
 
     def __init__(self, sink: ClickHouseSink, app: faust.App) -> None:
         self.sink = sink
         self.app = app
+        self.offsets = StoredOffsets()
         self.unacked: list[tuple[faust.StreamT, faust.EventT]] = []
         self.lock = asyncio.Lock()
         self.inflight: asyncio.Future | None = None
@@ -55,9 +61,12 @@ class SinkDriver:
     async def _write(self, taken: dict, events: list[tuple[faust.StreamT, faust.EventT]]) -> None:
         loop = asyncio.get_running_loop()
         rows = await loop.run_in_executor(None, self.sink.write, taken)
-        await self.app.producer.flush()  # dead letters and findings are out before the offsets move
+        await self.app.producer.flush()  # dead letters, findings, state are out before the offsets move
         for stream, event in events:
-            await stream.ack(event)
+            await stream.ack(event)  # Faust's own bookkeeping: a rebalance waits for every ack
+        moved = self.offsets.stored((e.message.tp, e.message.offset) for _, e in events)
+        if moved:
+            await self.app.consumer._commit_offsets(moved)  # noqa: SLF001 -- see agents/offsets.py
         log.info("stored batch: records=%d rows=%d", len(events), rows)
 
 
@@ -67,8 +76,16 @@ def register(app: faust.App, cfg: Config) -> None:
     dead_topic = app.topic(cfg.topic("deadletter"), partitions=cfg.kafka.partitions)
     backend = connect(cfg.clickhouse.url)
     migrate(backend)
-    processor = Processor(cfg)
+    policy = load_policy(cfg.policy.file)
+    engine = Engine(policy)
+    stores = create_stores(app, [d.name for d in engine.detectors], cfg.kafka.partitions)
+    engine.stores = dict(stores)
+    processor = Processor(cfg, engine)
     driver = SinkDriver(ClickHouseSink(backend, cfg.sink), app)
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(app: faust.App, revoked: set, **kwargs: object) -> None:
+        driver.offsets.forget(revoked)
 
     @app.agent(events_topic)
     async def ingest(stream: faust.StreamT) -> None:
@@ -84,6 +101,8 @@ def register(app: faust.App, cfg: Config) -> None:
         """Queue the batch in the sink and publish its dead letters and findings; rows not yet acked."""
         loop = asyncio.get_running_loop()
         batch = await loop.run_in_executor(None, driver.sink.admit, batch)
+        for store in stores.values():
+            await store.flush()  # before the offsets move (SinkDriver._write flushes the producer first)
         for dl in batch.dead:
             await dead_topic.send(key=dl["dl_id"].encode(), value=orjson.dumps(dl))
         for f in batch.findings:
@@ -93,8 +112,17 @@ def register(app: faust.App, cfg: Config) -> None:
     @app.timer(interval=max(cfg.sink.batch_seconds, 0.1))
     async def flush_idle() -> None:
         await driver.flush()
+        for tp, offset in driver.offsets.holes().items():
+            log.warning("%s: records from offset %d never arrived; reading them again", tp, offset)
+            await app.consumer.seek(tp, offset)
+
+    def owned() -> set[int]:
+        return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == events_topic.get_topic_name()}
 
     @app.timer(interval=10.0)
     async def housekeeping() -> None:
         async with driver.lock:
-            await publish(processor.tick())
+            partitions = owned()
+            for store in stores.values():
+                store.keep_only(partitions)
+            await publish(processor.tick(partitions))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import gc
+import signal
 import sys
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -50,6 +52,8 @@ def cmd_worker(cfg: Config, args: argparse.Namespace) -> int:
     # collect young objects less often. Measured: a third less time building rows.
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
+    # `kill -USR1 <pid>` prints every thread's stack to the log: how to see what a stuck worker waits on.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     worker = faust.Worker(app, loglevel=cfg.worker.log_level.upper(), quiet=True)
     worker.execute_from_commandline()
     return 0
@@ -158,7 +162,6 @@ def cmd_demo(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_services(cfg: Config, args: argparse.Namespace) -> int:
-    import signal
     import tempfile
     from pathlib import Path
 

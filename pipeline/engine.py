@@ -1,20 +1,31 @@
 """Runs every detector over events in order, with state in any mutable mapping.
 
-The worker passes Faust tables (changelog-backed, keyed by group); `qunguard replay` passes dicts.
-One implementation, two drivers, identical findings.
+The worker passes stores backed by Faust tables (changelog topics, keyed by group); `qunguard replay`
+passes dicts. One implementation, two drivers, identical findings.
+
+Each stored value is an envelope: `{"s": the detector's state, "at": [partition, offset, index]}` of
+the last event applied. The worker needs `at` twice: the changelog entry goes to the partition the
+key's events come from (so whoever owns that partition after a rebalance recovers it), and after a
+crash the worker re-reads records its changelog already holds. For a detector whose state counts
+events (`guard_redelivery`), such a record is not applied again; the findings it made are sent
+again from `out` (same finding_id, so nothing is doubled downstream) in case they never got out.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Collection, Iterable, MutableMapping
 from typing import Any
 
 from pipeline.detectors import Detector, Finding
 from pipeline.detectors.content.detector import ContentDetector
+from pipeline.detectors.flood import FloodDetector
 from pipeline.policy import Policy
 
-# The rule families, each built from the policy; flood, deadline and membership join as they land.
-DETECTORS: list[type] = [ContentDetector]
+# The rule families, each built from the policy; deadline and membership join as they land.
+DETECTORS: list[type] = [ContentDetector, FloodDetector]
+OUT_KEEP = 8  # findings remembered per key for re-sending after a crash
+
+Position = tuple[int, int, int]  # partition, offset, index in a batch envelope
 
 
 class Engine:
@@ -26,36 +37,54 @@ class Engine:
         self.stores = {d.name: stores.get(d.name, {}) for d in self.detectors}
         self.watermark = 0  # the latest event time seen: the clock for housekeeping ticks
 
-    def process(self, event: dict[str, Any], tokens: list[str]) -> list[Finding]:
+    def process(self, event: dict[str, Any], tokens: list[str], at: Position | None = None) -> list[Finding]:
         self.watermark = max(self.watermark, event["ts"])
         findings: list[Finding] = []
         for det in self.detectors:
             if event["kind"] not in det.kinds:
                 continue
             key = det.state_key(event)
+            if key is None:
+                findings.extend(det.on_event(event, None, tokens)[0])
+                continue
             store = self.stores[det.name]
-            state = store.get(key) if key is not None else None
-            found, new = det.on_event(event, state, tokens)
+            env = store.get(key)
+            guarded = getattr(det, "guard_redelivery", False)
+            if guarded and at is not None and env is not None and _applied(env["at"], at):
+                findings.extend(f for pos, found in env.get("out", ()) if tuple(pos) == at for f in found)
+                continue
+            found, new = det.on_event(event, env["s"] if env is not None else None, tokens)
             findings.extend(found)
-            if key is not None:
-                _put(store, key, state, new)
+            if new is None:
+                if env is not None:
+                    del store[key]
+                continue
+            fresh: dict[str, Any] = {"s": new, "at": list(at) if at is not None else None}
+            if guarded:
+                out = env.get("out", []) if env is not None else []
+                fresh["out"] = (out + [[list(at), found]])[-OUT_KEEP:] if found and at is not None else out
+            store[key] = fresh  # always assign: a changelog entry is written on assignment
         return findings
 
-    def tick(self, now: int) -> list[Finding]:
+    def tick(self, now: int, partitions: Collection[int] | None = None) -> list[Finding]:
+        """Timers at `now`; with `partitions`, only keys whose events come from those partitions
+        (a worker ticks the groups it owns, not what it still holds from before a rebalance)."""
         findings: list[Finding] = []
         for det in self.detectors:
             store = self.stores[det.name]
             for key in list(store.keys()):
-                state = store[key]
-                found, new = det.tick(now, key, state)
+                env = store[key]
+                if partitions is not None and env["at"] is not None and env["at"][0] not in partitions:
+                    continue
+                found, new = det.tick(now, key, env["s"])
                 findings.extend(found)
-                _put(store, key, state, new)
+                if new is None:
+                    del store[key]
+                elif new is not env["s"] or found:
+                    store[key] = {**env, "s": new}
         return findings
 
 
-def _put(store: MutableMapping[str, Any], key: str, old: Any, new: Any) -> None:
-    # Always assign: a Faust table writes its changelog entry on assignment, not on mutation.
-    if new is not None:
-        store[key] = new
-    elif old is not None and key in store:
-        del store[key]
+def _applied(last: list[int] | None, at: Position) -> bool:
+    """Whether the event at `at` is already in a state last written by the event at `last`."""
+    return last is not None and last[0] == at[0] and (last[1], last[2]) >= (at[1], at[2])

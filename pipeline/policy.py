@@ -13,7 +13,10 @@ content:                       # org-wide defaults for content rules
     allow: [黄色预警]          # harmless contexts that suppress a match inside them
   patterns: {ad: ['加[vV微][:：]?\w{5,}']}   # regular expressions per category
 orgs:   {org1: {content: {...}}}           # per org; the same keys
-groups: {g42: {content: {quiet_hours: null}}}   # per group; null switches a setting off
+flood:                         # 刷屏: repeats and rates (pipeline/detectors/flood.py)
+  repeat_count: 3              # the same text this many times in a row is an episode
+  rate_limit: 10               # one sender's posts per rate_window_seconds
+groups: {g42: {content: {quiet_hours: null}, flood: {rate_limit: 20}}}   # per group; null switches a setting off
 ```
 Resolution for a message: group, then org, then the file's top level, then the defaults. Errors
 stop with one message naming the key: `policy: content.lexicon.add.gamblin: unknown category …`.
@@ -38,6 +41,7 @@ CATEGORIES = (
 )
 CONTENT_RULES = tuple(f"content.{c}" for c in CATEGORIES) + (
     "content.link", "content.pii", "content.too_long")
+FLOOD_RULES = ("flood.repeat", "flood.rate")
 RULES = CONTENT_RULES + ("conduct.quiet_hours",)
 
 
@@ -125,18 +129,56 @@ class Content(_Model):
         return rule not in self.disabled
 
 
+class Flood(_Model):
+    """刷屏 (SPEC §4): defaults from 相同的文字连续出现3次及以上视为刷屏 and 严禁刷屏."""
+
+    disabled: tuple[str, ...] = ()
+    repeat_count: int = Field(3, ge=2)
+    # A pause longer than this ends an episode: the same 已打卡 once a day is not a flood.
+    repeat_gap_seconds: int = Field(300, ge=1)
+    rate_limit: int = Field(10, ge=1)
+    rate_window_seconds: int = Field(60, ge=1)
+    # Stickers flood sooner than words; images count only towards rate_limit, since a work report
+    # with a handful of site photos is what the policies ask for (工作汇报要配现场图片).
+    sticker_limit: int | None = Field(5, ge=1)
+    # How far behind a group's latest message an event may arrive and still take its place in order.
+    late_seconds: int = Field(30, ge=0)
+    # For how long after a notice that asks for a reply its acknowledgements are exempt.
+    notice_open_hours: float = Field(24, gt=0)
+
+    @field_validator("disabled")
+    @classmethod
+    def _rules(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for rule in v:
+            if rule not in FLOOD_RULES:
+                raise ValueError(f"{rule}: unknown rule (one of {', '.join(FLOOD_RULES)})")
+        return v
+
+    def enabled(self, rule: str) -> bool:
+        return rule not in self.disabled
+
+    @property
+    def horizon_ms(self) -> int:
+        """How long a quiet group's flood state can still matter."""
+        return (max(self.repeat_gap_seconds, self.rate_window_seconds) + self.late_seconds) * 1000
+
+
+SECTIONS: dict[str, type[_Model]] = {"content": Content, "flood": Flood}
+
+
 class Scope(_Model):
     content: dict[str, Any] = Field(default_factory=dict)
+    flood: dict[str, Any] = Field(default_factory=dict)
 
 
-class PolicyFile(_Model):
-    content: dict[str, Any] = Field(default_factory=dict)
+class PolicyFile(Scope):
     orgs: dict[str, Scope] = Field(default_factory=dict)
     groups: dict[str, Scope] = Field(default_factory=dict)
 
 
 class Policy:
-    """The resolved policy: `content_for(org, group)` gives the settings that apply to a message."""
+    """The resolved policy: `content_for(org, group)`, `flood_for(org, group)` give the settings that
+    apply to a group; each section resolves group, then org, then the file's top level."""
 
     def __init__(self, data: dict[str, Any] | None = None, base_dir: Path | None = None) -> None:
         data = data or {}
@@ -145,36 +187,48 @@ class Policy:
             parsed = PolicyFile.model_validate(data)
         except ValidationError as exc:
             raise _policy_error(exc) from None
-        self._top = parsed.content
-        self._orgs = {k: v.content for k, v in parsed.orgs.items()}
-        self._groups = {k: v.content for k, v in parsed.groups.items()}
-        self._cache: dict[tuple[str, str], Content] = {}
-        self.default = self._build(self._top, "content")
-        scopes = [(f"orgs.{k}.content", v) for k, v in self._orgs.items()]
-        scopes += [(f"groups.{k}.content", v) for k, v in self._groups.items()]
-        for where, over in scopes:
-            self._build({**self._top, **over}, where)
+        self._top = {s: getattr(parsed, s) for s in SECTIONS}
+        self._orgs = {s: {k: getattr(v, s) for k, v in parsed.orgs.items()} for s in SECTIONS}
+        self._groups = {s: {k: getattr(v, s) for k, v in parsed.groups.items()} for s in SECTIONS}
+        self._cache: dict[tuple[str, str, str], Any] = {}
+        self.defaults = {s: self._build(s, self._top[s], s) for s in SECTIONS}
+        self.default: Content = self.defaults["content"]
+        self.flood_default: Flood = self.defaults["flood"]
+        for s in SECTIONS:
+            scopes = [(f"orgs.{k}.{s}", v) for k, v in self._orgs[s].items()]
+            scopes += [(f"groups.{k}.{s}", v) for k, v in self._groups[s].items()]
+            for where, over in scopes:
+                self._build(s, {**self._top[s], **over}, where)
 
-    def _build(self, values: dict[str, Any], where: str) -> Content:
+    def _build(self, section: str, values: dict[str, Any], where: str) -> Any:
         """Validate one scope's settings, and that its lexicon files exist."""
         try:
-            content = Content.model_validate(values)
+            settings = SECTIONS[section].model_validate(values)
         except ValidationError as exc:
             raise _policy_error(exc, where) from None
-        for i, f in enumerate(content.lexicon.files):
-            path = resolve(self.base_dir, f)
-            if not path.is_file():
-                raise ConfigError(f"policy: {where}.lexicon.files[{i}]: cannot read {path}")
-        return content
+        if isinstance(settings, Content):
+            for i, f in enumerate(settings.lexicon.files):
+                path = resolve(self.base_dir, f)
+                if not path.is_file():
+                    raise ConfigError(f"policy: {where}.lexicon.files[{i}]: cannot read {path}")
+        return settings
 
-    def content_for(self, org_id: str, group_id: str) -> Content:
-        key = (org_id, group_id)
+    def section_for(self, section: str, org_id: str, group_id: str) -> Any:
+        key = (section, org_id, group_id)
         found = self._cache.get(key)
         if found is None:
-            merged = {**self._top, **self._orgs.get(org_id, {}), **self._groups.get(group_id, {})}
-            found = self.default if merged == self._top else self._build(merged, f"groups.{group_id}.content")
+            top = self._top[section]
+            merged = {**top, **self._orgs[section].get(org_id, {}), **self._groups[section].get(group_id, {})}
+            found = (self.defaults[section] if merged == top
+                     else self._build(section, merged, f"groups.{group_id}.{section}"))
             self._cache[key] = found
         return found
+
+    def content_for(self, org_id: str, group_id: str) -> Content:
+        return self.section_for("content", org_id, group_id)
+
+    def flood_for(self, org_id: str, group_id: str) -> Flood:
+        return self.section_for("flood", org_id, group_id)
 
 
 def resolve(base_dir: Path, name: str) -> Path:

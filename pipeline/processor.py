@@ -6,7 +6,7 @@ Python with no Faust or ClickHouse in it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,7 +50,7 @@ class Processor:
             if event["kind"] == "message":
                 tokens = tokenize(event["text"])
                 rows["messages"].append(message_row(event, tokens, src))
-            for finding in self.engine.process(event, tokens):
+            for finding in self.engine.process(event, tokens, (src.partition, src.offset, src.index)):
                 rows["findings"].append(finding_row(finding, src))
                 batch.findings.append(finding)
         for dl in decoded.dead:
@@ -58,12 +58,12 @@ class Processor:
             batch.dead.append(dl)
         return batch
 
-    def tick(self) -> Batch:
+    def tick(self, partitions: Collection[int] | None = None) -> Batch:
         """Timers at the latest event time seen: findings whose moment has come, state released.
         Their rows carry the timer as their source, offset = that moment."""
         now = self.engine.watermark
         batch = Batch()
-        for i, finding in enumerate(self.engine.tick(now)):
+        for i, finding in enumerate(self.engine.tick(now, partitions)):
             batch.rows["findings"].append(finding_row(finding, Source(self.cfg.topic("timer"), 0, now, i)))
             batch.findings.append(finding)
         return batch

@@ -82,9 +82,9 @@ class Simulator:
         name = self.rng.choice(v["surnames"]) + self.rng.choice(v["given_names"])
         return Member(f"{org}-u{i:05d}", name, self.rng.choice(v["departments"]))
 
-    def _message(self, g: Group, sender: Member, text: str, **extra: Any) -> dict[str, Any]:
+    def _message(self, g: Group, sender: Member, text: str, gap_ms: int = 1500, **extra: Any) -> dict[str, Any]:
         ev = {
-            "kind": "message", "event_id": self._id("e"), "org_id": g.org_id, "ts": self._tick(),
+            "kind": "message", "event_id": self._id("e"), "org_id": g.org_id, "ts": self._tick(gap_ms),
             "platform": g.platform, "group_id": g.group_id, "msg_id": self._id("m"),
             "sender_id": sender.user_id, "sender_name": f"{sender.department}-{sender.name}",
             "sender_role": "owner" if sender is g.owner else "member",
@@ -133,10 +133,19 @@ class Simulator:
                 for m in rng.sample(g.members[1:], k=max(1, int(len(g.members[1:]) * rng.uniform(0.5, 1.0)))):
                     quote = rng.random() < 0.2
                     yield self._message(g, m, rng.choice(v["acks"]), reply_to=notice["msg_id"] if quote else None)
-            elif roll < 0.80:
+            elif roll < 0.795:
                 sender, text = rng.choice(g.members), rng.choice(v["floods"])
                 for _ in range(rng.randint(3, 6)):
                     yield self._message(g, sender, text + "!" * rng.randint(0, 2))
+            elif roll < 0.80:
+                # One member posting in a burst: chatter, or a row of stickers.
+                sender = rng.choice(g.members)
+                if rng.random() < 0.5:
+                    for _ in range(rng.randint(8, 16)):
+                        yield self._message(g, sender, self._chatter(g), gap_ms=3000)
+                else:
+                    for _ in range(rng.randint(4, 9)):
+                        yield self._message(g, sender, rng.choice(v["stickers"]), gap_ms=2000, msg_type="sticker")
             elif roll < 0.84:
                 yield self._message(g, rng.choice(g.members), rng.choice(v["violations"]))
             elif roll < 0.88:

@@ -1,0 +1,209 @@
+"""刷屏: `flood.repeat` (the same text N times in a row in a group) and `flood.rate` (one sender
+posting too often, and stickers sooner), per group and in event time.
+
+The state of a group is plain JSON, so it travels through a Faust changelog as it is:
+
+    {"org": org_id, "last": latest ts seen,
+     "tail": [[ts, key, msg_id, sender], …]   messages still open to a late arrival, in ts order;
+                                             key is the normalised text, None for a message that
+                                             ends a run and cannot start one (image, exempt 收到)
+     "pre": {"k", "n", "t0", "t", "rep"}     the run that ends where the tail begins
+     "rep": [msg_id, …]                      tail messages that completed a reported episode
+     "notices": [[ts, msg_id], …]            recent notices that ask for a reply
+     "senders": {id: {"t": [[ts, msg_id]…], "over": ts, "s": […], "sover": ts}}}
+
+Order: an event up to `late_seconds` behind the group's latest takes its place in event-time order,
+so an in-order stream and `qunguard replay` (which sorts) see the same sequence and report the same
+message. An event later than that is left out of flood counting (it is still stored and checked for
+content). A finding already made is never withdrawn: if a late message lands inside an episode that
+was reported, the episode stays reported; replay, which sees it in place, may name another message.
+
+Bounded memory: the tail keeps at most MAX_TAIL messages, a sender's list at most what the window
+needs, and `tick` releases a group once it has been quiet for longer than any window.
+"""
+
+from __future__ import annotations
+
+import bisect
+from typing import Any
+
+from pipeline.policy import Flood, Policy
+from pipeline.text.normalize import fold
+from pipeline.text.notice import asks_reply, is_ack
+from schemas.records import make_finding
+
+MAX_TAIL = 64
+MAX_NOTICES = 4
+EXEMPT_TYPES = frozenset({"system", "recall"})  # the platform's notices, not a member's post
+
+
+class FloodDetector:
+    name = "flood"
+    kinds = frozenset({"message"})
+    # Counts accumulate: a record the worker re-reads after a crash must not count twice.
+    guard_redelivery = True
+
+    def __init__(self, policy: Policy | None = None) -> None:
+        self.policy = policy or Policy()
+
+    def state_key(self, event: dict[str, Any]) -> str:
+        return event["group_id"]
+
+    def on_event(self, event: dict[str, Any], state: Any, tokens: list[str]) -> tuple[list[dict], Any]:
+        if event["msg_type"] in EXEMPT_TYPES:
+            return [], state
+        cfg = self.policy.flood_for(event["org_id"], event["group_id"])
+        ts = event["ts"]
+        if state is None:
+            state = {"org": event["org_id"], "last": ts, "tail": [], "pre": None, "rep": [], "notices": [],
+                     "senders": {}}
+        elif ts < state["last"] - cfg.late_seconds * 1000:
+            return [], state  # too late to take its place in order (module docstring)
+        state["last"] = max(state["last"], ts)
+        findings: list[dict] = []
+        text = event["text"] or ""
+        folded = fold(text) if text else ""
+        key = self._key(event, state, cfg, text, folded)
+        if asks_reply(text, folded) if text else False:
+            state["notices"] = (state["notices"] + [[ts, event["msg_id"]]])[-MAX_NOTICES:]
+        if cfg.enabled("flood.repeat"):
+            item = [ts, key, event["msg_id"], event["sender_id"]]
+            tail = state["tail"]
+            tail.insert(bisect.bisect_right(tail, ts, key=lambda m: m[0]), item)
+            findings += self._repeats(event, state, cfg)
+            self._fold(state, cfg)
+        if cfg.enabled("flood.rate"):
+            findings += self._rate(event, state, cfg)
+        return findings, state
+
+    def tick(self, now: int, key: str, state: Any) -> tuple[list[dict], Any]:
+        """Release a group that has been quiet past every window, and its quiet senders."""
+        if state is None:
+            return [], None
+        cfg = self.policy.flood_for(state["org"], key)
+        if now - state["last"] > cfg.horizon_ms:
+            return [], None
+        keep = (cfg.rate_window_seconds + cfg.late_seconds) * 1000
+        senders = state["senders"]
+        idle = [s for s, st in senders.items() if now - st["t"][-1][0] > keep]
+        if not idle:
+            return [], state  # unchanged: the same object, so nothing is written
+        return [], {**state, "senders": {s: st for s, st in senders.items() if s not in idle}}
+
+    # --- flood.repeat -------------------------------------------------------------------------
+
+    def _key(self, event: dict[str, Any], state: dict, cfg: Flood, text: str, folded: str) -> str | None:
+        """What identifies "the same text"; None for a message that can only end a run."""
+        if not text.strip():
+            return None  # an image, a file, a sticker without a code: different from any text
+        ts = event["ts"]
+        window = cfg.notice_open_hours * 3_600_000
+        open_ids = {mid for t, mid in state["notices"] if 0 <= ts - t <= window}
+        if open_ids and (event["reply_to"] in open_ids or is_ack(text, folded)):
+            return None  # answering an open notice is what it asked for (SPEC §4)
+        return folded or text.strip()
+
+    def _repeats(self, event: dict[str, Any], state: dict, cfg: Flood) -> list[dict]:
+        """Walk the runs through the tail; report each run that reached N and was not reported."""
+        need, gap = cfg.repeat_count, cfg.repeat_gap_seconds * 1000
+        rep = state["rep"]
+        pre = state["pre"]
+        found: list[dict] = []
+        # A run: key, count before the tail, first ts, last ts, reported, its tail members.
+        run = [pre["k"], pre["n"], pre["t0"], pre["t"], pre["rep"], []] if pre else [None, 0, 0, 0, False, []]
+        runs = []
+        for m in state["tail"]:
+            ts, key = m[0], m[1]
+            if key is not None and key == run[0] and ts - run[3] <= gap:
+                run[3] = ts
+                run[5].append(m)
+            else:
+                runs.append(run)
+                run = [key, 0, ts, ts, False, [m]]
+        runs.append(run)
+        for key, before, t0, _, reported, members in runs:
+            if (key is None or not members or before + len(members) < need or before >= need or reported
+                    or any(m[2] in rep for m in members)):
+                continue
+            nth = members[need - before - 1]
+            rep.append(nth[2])
+            found.append(self._repeat_finding(event, key, nth, t0, need))
+        return found
+
+    def _repeat_finding(self, event: dict[str, Any], key: str, nth: list, t0: int, need: int) -> dict:
+        ts, _, msg_id, sender = nth
+        evidence = {"normalized": key, "count": need, "threshold": need, "first_ts": t0, "window_ms": ts - t0}
+        return make_finding("flood.repeat", "medium", event["org_id"], event["group_id"], msg_id, sender, ts,
+                            evidence)
+
+    def _fold(self, state: dict, cfg: Flood) -> None:
+        """Move messages no late arrival can precede any more into the `pre` run summary."""
+        tail, rep = state["tail"], state["rep"]
+        floor = state["last"] - cfg.late_seconds * 1000
+        gap = cfg.repeat_gap_seconds * 1000
+        cut = 0
+        pre = state["pre"]
+        while cut < len(tail) and (tail[cut][0] < floor or len(tail) - cut > MAX_TAIL):
+            ts, key, msg_id, _ = tail[cut]
+            reported = msg_id in rep
+            if reported:
+                rep.remove(msg_id)
+            if pre is not None and key is not None and key == pre["k"] and ts - pre["t"] <= gap:
+                pre = {**pre, "n": pre["n"] + 1, "t": ts, "rep": pre["rep"] or reported}
+            else:
+                pre = {"k": key, "n": 1 if key is not None else 0, "t0": ts, "t": ts, "rep": reported}
+            cut += 1
+        if cut:
+            del tail[:cut]
+            state["pre"] = pre
+
+    # --- flood.rate ---------------------------------------------------------------------------
+
+    def _rate(self, event: dict[str, Any], state: dict, cfg: Flood) -> list[dict]:
+        ts, msg_id = event["ts"], event["msg_id"]
+        st = state["senders"].setdefault(event["sender_id"], {"t": [], "over": None})
+        evidence: dict[str, Any] = {}
+        bursts = [("t", "over", cfg.rate_limit, "messages")]
+        if event["msg_type"] == "sticker" and cfg.sticker_limit is not None:
+            st.setdefault("s", [])
+            st.setdefault("sover", None)
+            bursts.append(("s", "sover", cfg.sticker_limit, "stickers"))
+        completed: list[tuple[int, str]] = []
+        for times_key, over_key, limit, counted in bursts:
+            hit = self._burst(st, times_key, over_key, limit, ts, msg_id, cfg)
+            if hit is not None:
+                completed.append(hit[:2])
+                evidence[counted] = {"count": hit[2], "limit": limit, "window_s": cfg.rate_window_seconds,
+                                     "first_ts": hit[3]}
+        if not completed:
+            return []
+        at_ts, at_msg = min(completed)
+        return [make_finding("flood.rate", "medium", event["org_id"], event["group_id"], at_msg,
+                             event["sender_id"], at_ts, evidence)]
+
+    def _burst(self, st: dict, times_key: str, over_key: str, limit: int, ts: int, msg_id: str,
+               cfg: Flood) -> tuple[int, str, int, int] | None:
+        """Insert the post; the first post of a new burst it completes, as (ts, msg_id, count, first)."""
+        window = cfg.rate_window_seconds * 1000
+        times = st[times_key]
+        at = bisect.bisect_right(times, ts, key=lambda m: m[0])
+        times.insert(at, [ts, msg_id])
+        found = None
+        # Only windows ending at this post or later can change; in order, that is this post alone.
+        for i in range(at, len(times)):
+            end = times[i][0]
+            first = bisect.bisect_right(times, end - window, key=lambda m: m[0])
+            count = i - first + 1
+            if count <= limit:
+                continue
+            over = st[over_key]
+            if (over is None or abs(end - over) > window) and found is None:
+                found = (end, times[i][1], count, times[first][0])
+            st[over_key] = end if over is None else max(over, end)
+        # Keep what a window (and a late arrival) can still reach, and never more than it needs.
+        floor = times[-1][0] - window - cfg.late_seconds * 1000
+        drop = bisect.bisect_right(times, floor, key=lambda m: m[0])
+        drop = max(drop, len(times) - 2 * (limit + 1))
+        if drop > 0:
+            del times[:drop]
+        return found

@@ -1,0 +1,196 @@
+"""flood.repeat and flood.rate: the pure detector through the Engine, as replay and the worker run it."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from pipeline.config import ConfigError
+from pipeline.engine import Engine
+from pipeline.policy import Policy
+from schemas.records import validate_event
+
+T0 = 1_793_498_400_000 + 3_600_000  # 2026-11-02 10:00 Asia/Shanghai
+_ids = itertools.count(1)
+
+
+def msg(text: str = "", at_s: float = 0, sender: str = "u1", group: str = "g", **extra) -> dict:
+    n = next(_ids)
+    return validate_event({"kind": "message", "event_id": f"e{n}", "org_id": "o", "ts": T0 + int(at_s * 1000),
+                           "platform": "wecom", "group_id": group, "msg_id": extra.pop("msg_id", f"m{n}"),
+                           "sender_id": sender, "text": text, **extra}, max_text_chars=100_000)
+
+
+def floods(events: list[dict], policy: Policy | None = None, engine: Engine | None = None) -> list[dict]:
+    engine = engine or Engine(policy)
+    out = []
+    for e in events:
+        out += [f for f in engine.process(e, []) if f["rule"].startswith("flood.")]
+    return out
+
+
+# --- flood.repeat -------------------------------------------------------------------------------
+
+def test_three_in_a_row_after_normalisation_is_one_episode_on_the_third():
+    events = [msg("广告位招租!!!", 0), msg("广告位招租!!", 2), msg("广告位 招租", 4), msg("广告位招租", 6),
+              msg("广告位招租！", 8)]
+    [f] = floods(events)
+    assert f["rule"] == "flood.repeat" and f["msg_id"] == events[2]["msg_id"]
+    assert f["ts"] == events[2]["ts"] and f["user_id"] == "u1"
+    assert f["evidence"]["normalized"] == "广告位招租" and f["evidence"]["count"] == 3
+    assert f["evidence"]["first_ts"] == events[0]["ts"] and f["evidence"]["window_ms"] == 4000
+
+
+def test_two_in_a_row_is_not_a_flood_and_a_different_message_ends_the_episode():
+    events = [msg("顶", 0), msg("顶", 1), msg("今天开会吗", 2), msg("顶", 3), msg("顶", 4)]
+    assert floods(events) == []
+    # A second episode after a break is a second finding, on its own third message.
+    events = [msg("顶", 0), msg("顶", 1), msg("顶", 2), msg("好的", 3), msg("顶", 4), msg("顶", 5), msg("顶", 6)]
+    found = floods(events)
+    assert [f["msg_id"] for f in found] == [events[2]["msg_id"], events[6]["msg_id"]]
+
+
+def test_the_same_text_from_several_members_counts_and_names_who_completed_it():
+    events = [msg("快来帮我砍一刀", 0, "u1"), msg("快来帮我砍一刀", 1, "u2"), msg("快来帮我砍一刀", 2, "u3")]
+    [f] = floods(events)
+    assert f["user_id"] == "u3"
+
+
+def test_an_image_between_repeats_ends_the_episode():
+    events = [msg("顶", 0), msg("顶", 1), msg("", 2, msg_type="image"), msg("顶", 3)]
+    assert floods(events) == []
+
+
+def test_groups_are_separate_even_when_their_messages_interleave():
+    events = [msg("顶", 0, group="a"), msg("收工", 1, group="b"), msg("顶", 2, group="a"),
+              msg("收工", 3, group="b"), msg("顶", 4, group="a")]
+    [f] = floods(events)
+    assert f["group_id"] == "a" and f["msg_id"] == events[4]["msg_id"]
+
+
+def test_a_long_pause_ends_an_episode():
+    # The same 已打卡 once a day is not a flood.
+    events = [msg("已打卡", day * 86_400) for day in range(3)]
+    assert floods(events) == []
+
+
+def test_acknowledgements_of_an_open_notice_are_never_a_flood():
+    notice = msg("【通知】明天上午九点全体人员开会，收到请回复", 0, "boss", mentions=["@all"])
+    acks = [msg(t, i + 1, f"u{i}") for i, t in enumerate(["收到", "收到", "收到！", "收到", "已收到", "收到"])]
+    quotes = [msg("好", 10 + i, f"v{i}", reply_to=notice["msg_id"]) for i in range(4)]
+    assert floods([notice] + acks + quotes) == []
+
+
+def test_acknowledgements_without_a_notice_that_asked_for_them_are_counted():
+    # 没有要求回复的…请勿刷屏: the policies ask members not to answer what asked no answer.
+    notice = msg("本周值班安排见附件，此条信息不必回复", 0, "boss")
+    [f] = floods([notice, msg("收到", 1, "u1"), msg("收到", 2, "u2"), msg("收到", 3, "u3")])
+    assert f["rule"] == "flood.repeat"
+
+
+def test_a_notice_stays_open_for_the_policy_window_only():
+    policy = Policy({"flood": {"notice_open_hours": 1}})
+    notice = msg("请各位今天下班前提交安全检查表，收到请回复", 0, "boss")
+    late = [msg("收到", 7200 + i, f"u{i}") for i in range(3)]
+    assert len(floods([notice] + late, policy)) == 1
+
+
+def test_out_of_order_arrivals_within_the_allowance_take_their_place():
+    a, b, c = msg("顶", 0), msg("顶", 1), msg("顶", 2)
+    other = msg("大家好", 1.5)
+    # Arrival order b, c, a: in event time a b c form the run, c completes it.
+    [f] = floods([b, c, a])
+    assert f["msg_id"] == c["msg_id"]
+    # A different message that belongs between b and c splits the run: no episode …
+    assert floods([a, b, other, c]) == []
+    # … unless the episode was reported before it arrived: a finding is never withdrawn.
+    assert [f["msg_id"] for f in floods([a, b, c, other])] == [c["msg_id"]]
+
+
+def test_an_event_later_than_the_allowance_is_left_out_of_counting():
+    policy = Policy({"flood": {"late_seconds": 5}})
+    events = [msg("顶", 100), msg("顶", 101), msg("顶", 50)]  # 50 s behind: too late
+    assert floods(events, policy) == []
+
+
+def test_a_redelivered_record_does_not_count_twice_and_resends_its_finding():
+    # After a crash the worker re-reads records its restored state already holds.
+    engine = Engine()
+    events = [msg("顶", i) for i in range(3)]
+    at = [(0, 10 + i, 0) for i in range(3)]
+    assert engine.process(events[0], [], at[0]) == []
+    assert engine.process(events[1], [], at[1]) == []
+    # Re-reading the first two records changes nothing: without the guard, the second 顶 would be
+    # counted as the third.
+    assert engine.process(events[0], [], at[0]) == [] and engine.process(events[1], [], at[1]) == []
+    [f] = [f for f in engine.process(events[2], [], at[2]) if f["rule"] == "flood.repeat"]
+    assert f["msg_id"] == events[2]["msg_id"]
+    # The record that completed the episode, re-read, sends the same finding again (same id).
+    again = [g for g in engine.process(events[2], [], at[2]) if g["rule"] == "flood.repeat"]
+    assert [g["finding_id"] for g in again] == [f["finding_id"]]
+
+
+# --- flood.rate ---------------------------------------------------------------------------------
+
+def test_one_finding_per_burst_on_the_message_over_the_limit():
+    events = [msg(f"第{i}条消息", i * 3) for i in range(25)]  # 20 a minute for 75 s
+    [f] = floods(events)
+    assert f["rule"] == "flood.rate" and f["msg_id"] == events[10]["msg_id"]
+    assert f["evidence"]["messages"]["count"] == 11 and f["evidence"]["messages"]["limit"] == 10
+
+
+def test_a_pause_ends_the_burst_and_the_next_burst_is_reported():
+    first = [msg(f"A{i}", i) for i in range(11)]
+    second = [msg(f"B{i}", 300 + i) for i in range(11)]
+    found = floods(first + second)
+    assert [f["msg_id"] for f in found] == [first[10]["msg_id"], second[10]["msg_id"]]
+
+
+def test_senders_are_counted_apart_and_within_the_window_only():
+    events = [msg(f"x{i}", i * 2, sender=f"u{i % 2}") for i in range(20)]  # two members, 10 each
+    assert floods(events) == []
+    slow = [msg(f"y{i}", i * 7) for i in range(30)]  # 8 or 9 a minute
+    assert floods(slow) == []
+
+
+def test_a_row_of_stickers_floods_sooner():
+    events = [msg("[捂脸]" if i % 2 else "[强]", i * 2, msg_type="sticker") for i in range(6)]
+    [f] = floods(events)
+    assert f["rule"] == "flood.rate" and f["msg_id"] == events[5]["msg_id"]
+    assert f["evidence"]["stickers"] == {"count": 6, "limit": 5, "window_s": 60, "first_ts": events[0]["ts"]}
+    # Images count only towards the general limit: a report with six site photos is fine.
+    photos = [msg("", i, msg_type="image") for i in range(6)]
+    assert floods(photos) == []
+
+
+# --- per-group policy, state, memory ------------------------------------------------------------
+
+def test_thresholds_come_from_the_groups_policy():
+    policy = Policy({"flood": {"repeat_count": 4},
+                     "groups": {"strict": {"flood": {"repeat_count": 2, "rate_limit": 3}},
+                                "relaxed": {"flood": {"disabled": ["flood.repeat"]}}}})
+    assert floods([msg("顶", i) for i in range(3)], policy) == []
+    assert len(floods([msg("顶", i) for i in range(4)], policy)) == 1
+    assert [f["rule"] for f in floods([msg("顶", i, group="strict") for i in range(2)], policy)] == ["flood.repeat"]
+    rate = floods([msg(f"m{i}", i, group="strict") for i in range(4)], policy)
+    assert [f["rule"] for f in rate] == ["flood.rate"]
+    assert floods([msg("顶", i, group="relaxed") for i in range(6)], policy) == []
+
+
+def test_bad_flood_settings_stop_with_the_key_named():
+    with pytest.raises(ConfigError, match=r"policy: groups\.g1\.flood\.repeat_count"):
+        Policy({"groups": {"g1": {"flood": {"repeat_count": 1}}}})
+    with pytest.raises(ConfigError, match=r"policy: flood\.disabled"):
+        Policy({"flood": {"disabled": ["flood.repeats"]}})
+
+
+def test_state_is_bounded_and_released_when_the_group_goes_quiet():
+    engine = Engine()
+    for i in range(500):  # a bot flooding the group
+        engine.process(msg("顶" if i % 2 else f"刷{i}", i * 0.1), [])
+    state = engine.stores["flood"]["g"]["s"]
+    assert len(state["tail"]) <= 64 and len(state["senders"]["u1"]["t"]) <= 22
+    assert engine.tick(T0 + 60_000) == [] and "g" in engine.stores["flood"]
+    engine.tick(T0 + 3_600_000)
+    assert "g" not in engine.stores["flood"]
