@@ -96,11 +96,12 @@ class FloodDetector:
         """What identifies "the same text"; None for a message that can only end a run."""
         if not text.strip():
             return None  # an image, a file, a sticker without a code: different from any text
-        ts = event["ts"]
-        window = cfg.notice_open_hours * 3_600_000
-        open_ids = {mid for t, mid in state["notices"] if 0 <= ts - t <= window}
-        if open_ids and (event["reply_to"] in open_ids or is_ack(text, folded)):
-            return None  # answering an open notice is what it asked for (SPEC §4)
+        if state["notices"]:
+            ts = event["ts"]
+            window = cfg.notice_open_hours * 3_600_000
+            open_ids = {mid for t, mid in state["notices"] if 0 <= ts - t <= window}
+            if open_ids and (event["reply_to"] in open_ids or is_ack(text, folded)):
+                return None  # answering an open notice is what it asked for (SPEC §4)
         return folded or text.strip()
 
     def _repeats(self, event: dict[str, Any], state: dict, cfg: Flood) -> list[dict]:

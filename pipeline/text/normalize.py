@@ -94,6 +94,11 @@ _TABLE = _FoldTable()
 _REPEATS = re.compile(r"(\D)\1+")
 
 
+def _first(m: re.Match) -> str:
+    return m.group(1)
+
+
+@lru_cache(maxsize=65_536)  # chat repeats itself (收到, 好的): several rules fold the same text
 def fold(text: str) -> str:
     """`normalize(text).text` without the offset map: the hot path, for texts that match nothing."""
-    return _REPEATS.sub(r"\1", text.translate(_TABLE))
+    return _REPEATS.sub(_first, text.translate(_TABLE))
