@@ -18,11 +18,12 @@ from typing import Any
 
 from pipeline.detectors import Detector, Finding
 from pipeline.detectors.content.detector import ContentDetector
+from pipeline.detectors.deadline.detector import DeadlineDetector
 from pipeline.detectors.flood import FloodDetector
 from pipeline.policy import Policy
 
-# The rule families, each built from the policy; deadline and membership join as they land.
-DETECTORS: list[type] = [ContentDetector, FloodDetector]
+# The rule families, each built from the policy; membership joins as it lands.
+DETECTORS: list[type] = [ContentDetector, FloodDetector, DeadlineDetector]
 OUT_KEEP = 8  # findings remembered per key for re-sending after a crash
 
 Position = tuple[int, int, int]  # partition, offset, index in a batch envelope
@@ -36,6 +37,8 @@ class Engine:
         stores = stores or {}
         self.stores = {d.name: stores.get(d.name, {}) for d in self.detectors}
         self.watermark = 0  # the latest event time seen: the clock for housekeeping ticks
+        # Rows beside the findings (notices, responses) that detectors hand over for ClickHouse.
+        self.records: list[tuple[str, dict[str, Any]]] = []
 
     def process(self, event: dict[str, Any], tokens: list[str], at: Position | None = None) -> list[Finding]:
         self.watermark = max(self.watermark, event["ts"])
@@ -55,6 +58,8 @@ class Engine:
                 continue
             found, new = det.on_event(event, env["s"] if env is not None else None, tokens)
             findings.extend(found)
+            if hasattr(det, "take_records"):
+                self.records.extend(det.take_records())
             if new is None:
                 if env is not None:
                     del store[key]

@@ -42,6 +42,7 @@ CATEGORIES = (
 CONTENT_RULES = tuple(f"content.{c}" for c in CATEGORIES) + (
     "content.link", "content.pii", "content.too_long")
 FLOOD_RULES = ("flood.repeat", "flood.rate")
+DEADLINE_RULES = ("deadline.overdue", "deadline.escalated")
 RULES = CONTENT_RULES + ("conduct.quiet_hours",)
 
 
@@ -163,12 +164,72 @@ class Flood(_Model):
         return (max(self.repeat_gap_seconds, self.rate_window_seconds) + self.late_seconds) * 1000
 
 
-SECTIONS: dict[str, type[_Model]] = {"content": Content, "flood": Flood}
+def _clock(v: str) -> str:
+    try:
+        time.fromisoformat(v)
+    except ValueError:
+        raise ValueError(f"{v!r} is not a time of day like 09:00") from None
+    return v
+
+
+class WorkingHours(_Model):
+    start: str = "08:30"
+    end: str = "17:30"
+    days: tuple[int, ...] = (1, 2, 3, 4, 5)  # ISO weekdays, Monday = 1
+
+    _times = field_validator("start", "end")(classmethod(lambda cls, v: _clock(v)))
+
+    @field_validator("days")
+    @classmethod
+    def _days(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not v or any(d not in range(1, 8) for d in v):
+            raise ValueError("days are ISO weekdays 1 (Monday) to 7 (Sunday), at least one")
+        return v
+
+
+class Deadline(_Model):
+    """Answers to notices (SPEC §4): 接受工作的人应在…5小时内回复; 经提醒后仍不回复的应最迟在第二天…作情况说明."""
+
+    disabled: tuple[str, ...] = ()
+    reply_hours: float = Field(5, gt=0)
+    urgent_minutes: int = Field(30, ge=1)
+    escalate_at: str = "09:00"  # the next day, local time
+    workday_end: str = "18:00"  # what 下班前 means
+    tz: str = "Asia/Shanghai"
+    # When set, default and urgent deadlines count only working time (explicit ones are clock times).
+    working_hours: WorkingHours | None = None
+    keep_days: int = Field(3, ge=1)  # a notice is kept this long after escalation, for late answers
+
+    _times = field_validator("escalate_at", "workday_end")(classmethod(lambda cls, v: _clock(v)))
+
+    @field_validator("tz")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        return QuietHours._zone(v)
+
+    @field_validator("disabled")
+    @classmethod
+    def _rules(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for rule in v:
+            if rule not in DEADLINE_RULES:
+                raise ValueError(f"{rule}: unknown rule (one of {', '.join(DEADLINE_RULES)})")
+        return v
+
+    def enabled(self, rule: str) -> bool:
+        return rule not in self.disabled
+
+    @cached_property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.tz)
+
+
+SECTIONS: dict[str, type[_Model]] = {"content": Content, "flood": Flood, "deadline": Deadline}
 
 
 class Scope(_Model):
     content: dict[str, Any] = Field(default_factory=dict)
     flood: dict[str, Any] = Field(default_factory=dict)
+    deadline: dict[str, Any] = Field(default_factory=dict)
 
 
 class PolicyFile(Scope):
@@ -229,6 +290,9 @@ class Policy:
 
     def flood_for(self, org_id: str, group_id: str) -> Flood:
         return self.section_for("flood", org_id, group_id)
+
+    def deadline_for(self, org_id: str, group_id: str) -> Deadline:
+        return self.section_for("deadline", org_id, group_id)
 
 
 def resolve(base_dir: Path, name: str) -> Path:
