@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import faust
 import orjson
@@ -74,6 +75,8 @@ def register(app: faust.App, cfg: Config) -> None:
     events_topic = app.topic(cfg.topic("events"), partitions=cfg.kafka.partitions)
     findings_topic = app.topic(cfg.topic("findings"), partitions=cfg.kafka.partitions)
     dead_topic = app.topic(cfg.topic("deadletter"), partitions=cfg.kafka.partitions)
+    alerts_topic = app.topic(cfg.topic("alerts"), partitions=cfg.kafka.partitions)
+    last_take = [0.0]  # when the agent last received records (monotonic)
     backend = connect(cfg.clickhouse.url)
     migrate(backend)
     policy = load_policy(cfg.policy.file)
@@ -90,6 +93,7 @@ def register(app: faust.App, cfg: Config) -> None:
     @app.agent(events_topic)
     async def ingest(stream: faust.StreamT) -> None:
         async for events in stream.noack().noack_take(TAKE_RECORDS, within=cfg.sink.batch_seconds / 2):
+            last_take[0] = time.monotonic()
             batch = processor.process(
                 (e.value, Source(e.message.topic, e.message.partition, e.message.offset)) for e in events)
             async with driver.lock:
@@ -107,6 +111,8 @@ def register(app: faust.App, cfg: Config) -> None:
             await dead_topic.send(key=dl["dl_id"].encode(), value=orjson.dumps(dl))
         for f in batch.findings:
             await findings_topic.send(key=(f["group_id"] or f["org_id"]).encode(), value=orjson.dumps(f))
+        for a in batch.alerts:
+            await alerts_topic.send(key=a["group_id"].encode(), value=orjson.dumps(a))
         return batch
 
     @app.timer(interval=max(cfg.sink.batch_seconds, 0.1))
@@ -119,10 +125,19 @@ def register(app: faust.App, cfg: Config) -> None:
     def owned() -> set[int]:
         return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == events_topic.get_topic_name()}
 
-    @app.timer(interval=10.0)
-    async def housekeeping() -> None:
+    @app.timer(interval=cfg.worker.timer_seconds)
+    async def timers() -> None:
+        """Deadlines and state release on the wall clock, the edge where it belongs. While the worker
+        works through a backlog, timers wait: a deadline must not fire before the answers to it that
+        are still in the backlog have been read."""
+        if app.in_recovery or app.rebalancing:
+            return  # a timer must see a group's whole state, not a changelog half read
+        wall = int(time.time() * 1000)
+        if time.monotonic() - last_take[0] < 2.0 and wall - engine.watermark > 300_000:
+            return
         async with driver.lock:
             partitions = owned()
             for store in stores.values():
                 store.keep_only(partitions)
-            await publish(processor.tick(partitions))
+            now = max(wall - int(cfg.worker.timer_grace_seconds * 1000), engine.watermark)
+            await publish(processor.tick(partitions, now))

@@ -60,6 +60,10 @@ class WorkerConfig(_Section):
     app_id: str = "qunguard"
     data_dir: str = ".qunguard/worker"
     log_level: Literal["debug", "info", "warning", "error"] = "warning"
+    # Timers (deadlines, releasing quiet state) run on the wall clock every `timer_seconds`, once the
+    # worker has caught up; `timer_grace_seconds` waits for answers still in flight at a deadline.
+    timer_seconds: float = Field(5.0, gt=0)
+    timer_grace_seconds: float = Field(10.0, ge=0)
 
 
 class Config(_Section):

@@ -10,12 +10,13 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.alerts import deadline_alerts
 from pipeline.config import Config
 from pipeline.engine import Engine
 from pipeline.ingest import Decoded, decode_record
 from pipeline.policy import load_policy
 from pipeline.text.tokenize import get_tokenizer
-from schemas.rows import TABLES, Source, deadletter_row, finding_row, message_row, raw_row
+from schemas.rows import TABLES, Source, deadletter_row, detector_row, finding_row, message_row, raw_row
 
 
 @dataclass
@@ -25,6 +26,7 @@ class Batch:
     rows: dict[str, list[tuple]] = field(default_factory=lambda: {t: [] for t in TABLES})
     findings: list[dict[str, Any]] = field(default_factory=list)
     dead: list[dict[str, Any]] = field(default_factory=list)
+    alerts: list[dict[str, Any]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return sum(len(r) for r in self.rows.values())
@@ -53,17 +55,22 @@ class Processor:
             for finding in self.engine.process(event, tokens, (src.partition, src.offset, src.index)):
                 rows["findings"].append(finding_row(finding, src))
                 batch.findings.append(finding)
+            if self.engine.records:
+                for table, record in self.engine.records:
+                    rows[table].append(detector_row(table, record, src))
+                self.engine.records.clear()
         for dl in decoded.dead:
             rows["deadletter"].append(deadletter_row(dl))
             batch.dead.append(dl)
         return batch
 
-    def tick(self, partitions: Collection[int] | None = None) -> Batch:
-        """Timers at the latest event time seen: findings whose moment has come, state released.
-        Their rows carry the timer as their source, offset = that moment."""
-        now = self.engine.watermark
+    def tick(self, partitions: Collection[int] | None = None, now: int | None = None) -> Batch:
+        """Timers at `now` (default: the latest event time seen): findings whose moment has come, the
+        owners' reminders, state released. Rows carry the timer as their source, offset = `now`."""
+        now = self.engine.watermark if now is None else now
         batch = Batch()
         for i, finding in enumerate(self.engine.tick(now, partitions)):
             batch.rows["findings"].append(finding_row(finding, Source(self.cfg.topic("timer"), 0, now, i)))
             batch.findings.append(finding)
+        batch.alerts = deadline_alerts(batch.findings)
         return batch

@@ -39,6 +39,7 @@ def replay(lines: Iterable[bytes], until: int | None = None, max_text_chars: int
     for event in events:
         tokens = tokenizer.tokens(event["text"]) if event["kind"] == "message" else []
         findings.extend(engine.process(event, tokens))
+        engine.records.clear()  # notices and responses are rows for ClickHouse, not replay output
     last = events[-1]["ts"] if events else 0
     findings.extend(engine.tick(max(until, last) if until is not None else last))
     unique = {f["finding_id"]: f for f in findings}

@@ -35,12 +35,20 @@ FINDING_COLUMNS = (
 
 DEADLETTER_COLUMNS = ("dl_id", "error", "raw", "raw_encoding") + SRC_COLUMNS
 
+NOTICE_COLUMNS = ("notice_key", "notice_id", "org_id", "group_id", "sender_id", "ts", "due", "basis",
+                  "responders", "text") + SRC_COLUMNS
+
+RESPONSE_COLUMNS = ("response_key", "notice_id", "org_id", "group_id", "user_id", "msg_id", "ts", "delay_ms",
+                    "late", "how") + SRC_COLUMNS
+
 # The key each table is deduplicated on (the first column of every row).
 TABLES = {
     "raw_events": RAW_COLUMNS,
     "messages": MESSAGE_COLUMNS,
     "findings": FINDING_COLUMNS,
     "deadletter": DEADLETTER_COLUMNS,
+    "notices": NOTICE_COLUMNS,
+    "responses": RESPONSE_COLUMNS,
 }
 
 
@@ -95,3 +103,13 @@ def deadletter_record(raw: bytes, error: str, src: Source) -> dict[str, Any]:
 
 def deadletter_row(record: dict[str, Any]) -> tuple:
     return tuple(record[c] for c in DEADLETTER_COLUMNS)
+
+
+def detector_row(table: str, record: dict[str, Any], src: Source) -> tuple:
+    """A row a detector hands over beside its findings (`notices`, `responses`), keyed per group."""
+    if table == "notices":
+        key = f"{record['group_id']}/{record['notice_id']}"
+    else:
+        key = f"{record['group_id']}/{record['notice_id']}/{record['user_id']}"
+    columns = TABLES[table]
+    return (key,) + tuple(int(record[c]) if c == "late" else record[c] for c in columns[1:-4]) + _src(src)
