@@ -180,3 +180,40 @@ def test_bad_deadline_settings_stop_with_the_key_named():
         Policy({"deadline": {"working_hours": {"days": [0]}}})
     with pytest.raises(ConfigError, match=r"policy: groups\.g\.deadline\.reply_hours"):
         Policy({"groups": {"g": {"deadline": {"reply_hours": 0}}}})
+
+
+def test_dashboard_queries(tmp_path):
+    """The README's answer-rate and answer-time queries, over rows the detector produced (chDB)."""
+    import re
+    from pathlib import Path
+
+    from pipeline.sink.backends import connect
+    from pipeline.sink.migrate import migrate
+    from schemas.rows import TABLES, Source, detector_row
+
+    first, second = msg("boss", NOTICE, MON_10), msg("boss", "下周一放假通知，收到请回复", MON_10 + HOUR)
+    events = GROUP + [first, msg("a", "收到", MON_10 + 2 * MIN), msg("b", "收到", MON_10 + 6 * HOUR),
+                      second, msg("a", "收到", MON_10 + HOUR + 4 * MIN)]
+    engine = Engine()
+    rows: dict[str, list] = {"notices": [], "responses": []}
+    for i, e in enumerate(events):
+        engine.process(e, [])
+        for table, record in engine.records:
+            rows[table].append(detector_row(table, record, Source("t", 0, i)))
+        engine.records.clear()
+    backend = connect(f"chdb:{tmp_path / 'db'}")
+    try:
+        migrate(backend)
+        for table, table_rows in rows.items():
+            backend.insert(table, TABLES[table], table_rows)
+        readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+        sql = re.search(r"-- answer rate.*?\n(.*?)\n  -- median", readme, re.S).group(1)
+        [(group, asked, answered, rate)] = backend.query(sql.replace(" notices", f" {backend.database}.notices")
+                                                         .replace(" responses", f" {backend.database}.responses"))
+        # Two notices to a, b, c: a answered both in time, b one but late, c none.
+        assert (group, asked, answered) == ("g", 6, 2) and abs(rate - 2 / 6) < 1e-9
+        sql = re.search(r"-- median answer time per member\n(.*?)\n  ```", readme, re.S).group(1)
+        per_member = backend.query(sql.replace(" responses", f" {backend.database}.responses") + " ORDER BY user_id")
+        assert [(u, n, m, late) for _, u, n, m, late in per_member] == [("a", 2, 3.0, 0), ("b", 1, 360.0, 1)]
+    finally:
+        backend.close()
