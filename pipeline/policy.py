@@ -46,6 +46,13 @@ DEADLINE_RULES = ("deadline.overdue", "deadline.escalated")
 RULES = CONTENT_RULES + ("conduct.quiet_hours",)
 
 
+def _known_rules(v: tuple[str, ...], known: tuple[str, ...]) -> tuple[str, ...]:
+    for rule in v:
+        if rule not in known:
+            raise ValueError(f"{rule}: unknown rule (one of {', '.join(known)})")
+    return v
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -100,13 +107,7 @@ class Content(_Model):
     patterns: dict[str, tuple[str, ...]] = Field(default_factory=dict)
     split_window_seconds: int = Field(60, ge=0)
 
-    @field_validator("disabled")
-    @classmethod
-    def _rules(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        for rule in v:
-            if rule not in RULES:
-                raise ValueError(f"{rule}: unknown rule (one of {', '.join(RULES)})")
-        return v
+    _rules = field_validator("disabled")(classmethod(lambda cls, v: _known_rules(v, RULES)))
 
     @field_validator("patterns")
     @classmethod
@@ -147,13 +148,7 @@ class Flood(_Model):
     # For how long after a notice that asks for a reply its acknowledgements are exempt.
     notice_open_hours: float = Field(24, gt=0)
 
-    @field_validator("disabled")
-    @classmethod
-    def _rules(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        for rule in v:
-            if rule not in FLOOD_RULES:
-                raise ValueError(f"{rule}: unknown rule (one of {', '.join(FLOOD_RULES)})")
-        return v
+    _rules = field_validator("disabled")(classmethod(lambda cls, v: _known_rules(v, FLOOD_RULES)))
 
     def enabled(self, rule: str) -> bool:
         return rule not in self.disabled
@@ -207,13 +202,7 @@ class Deadline(_Model):
     def _zone(cls, v: str) -> str:
         return QuietHours._zone(v)
 
-    @field_validator("disabled")
-    @classmethod
-    def _rules(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        for rule in v:
-            if rule not in DEADLINE_RULES:
-                raise ValueError(f"{rule}: unknown rule (one of {', '.join(DEADLINE_RULES)})")
-        return v
+    _rules = field_validator("disabled")(classmethod(lambda cls, v: _known_rules(v, DEADLINE_RULES)))
 
     def enabled(self, rule: str) -> bool:
         return rule not in self.disabled
