@@ -36,6 +36,7 @@ class Engine:
         self.detectors = list(detectors if detectors is not None else (cls(policy) for cls in DETECTORS))
         stores = stores or {}
         self.stores = {d.name: stores.get(d.name, {}) for d in self.detectors}
+        self._with_records = {d.name for d in self.detectors if hasattr(d, "take_records")}
         self.watermark = 0  # the latest event time seen: the clock for housekeeping ticks
         # Rows beside the findings (notices, responses) that detectors hand over for ClickHouse.
         self.records: list[tuple[str, dict[str, Any]]] = []
@@ -58,7 +59,7 @@ class Engine:
                 continue
             found, new = det.on_event(event, env["s"] if env is not None else None, tokens)
             findings.extend(found)
-            if hasattr(det, "take_records"):
+            if det.name in self._with_records:
                 self.records.extend(det.take_records())
             if new is None:
                 if env is not None:

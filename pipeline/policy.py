@@ -53,6 +53,14 @@ def _known_rules(v: tuple[str, ...], known: tuple[str, ...]) -> tuple[str, ...]:
     return v
 
 
+def _clock(v: str, example: str = "09:00") -> str:
+    try:
+        time.fromisoformat(v)
+    except ValueError:
+        raise ValueError(f"{v!r} is not a time of day like {example}") from None
+    return v
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -62,14 +70,7 @@ class QuietHours(_Model):
     end: str = "06:30"
     tz: str = "Asia/Shanghai"
 
-    @field_validator("start", "end")
-    @classmethod
-    def _clock(cls, v: str) -> str:
-        try:
-            time.fromisoformat(v)
-        except ValueError:
-            raise ValueError(f"{v!r} is not a time of day like 23:00") from None
-        return v
+    _times = field_validator("start", "end")(classmethod(lambda cls, v: _clock(v, "23:00")))
 
     @field_validator("tz")
     @classmethod
@@ -157,14 +158,6 @@ class Flood(_Model):
     def horizon_ms(self) -> int:
         """How long a quiet group's flood state can still matter."""
         return (max(self.repeat_gap_seconds, self.rate_window_seconds) + self.late_seconds) * 1000
-
-
-def _clock(v: str) -> str:
-    try:
-        time.fromisoformat(v)
-    except ValueError:
-        raise ValueError(f"{v!r} is not a time of day like 09:00") from None
-    return v
 
 
 class WorkingHours(_Model):

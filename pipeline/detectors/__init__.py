@@ -11,6 +11,8 @@ from collections.abc import MutableMapping
 from typing import Any, Protocol
 
 Finding = dict[str, Any]
+# Message types that are the platform's own notices, not a member's post: no rule applies to them.
+EXEMPT_TYPES = frozenset({"system", "recall"})
 State = MutableMapping[str, Any]
 
 

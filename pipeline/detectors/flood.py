@@ -27,6 +27,7 @@ from __future__ import annotations
 import bisect
 from typing import Any
 
+from pipeline.detectors import EXEMPT_TYPES
 from pipeline.policy import Flood, Policy
 from pipeline.text.normalize import fold
 from pipeline.text.notice import asks_reply, is_ack
@@ -34,7 +35,6 @@ from schemas.records import make_finding
 
 MAX_TAIL = 64
 MAX_NOTICES = 4
-EXEMPT_TYPES = frozenset({"system", "recall"})  # the platform's notices, not a member's post
 
 
 class FloodDetector:

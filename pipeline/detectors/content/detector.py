@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from pipeline.detectors import EXEMPT_TYPES
 from pipeline.detectors.content.lexicon import is_reminder, matcher_for
 from pipeline.detectors.content.links import allowed, find_links
 from pipeline.detectors.content.pii import find_personal
@@ -23,7 +24,6 @@ from schemas.records import SEVERITIES, make_finding
 
 _RANK = {s: i for i, s in enumerate(SEVERITIES)}
 TEXT_CACHE = 100_000  # texts whose text-only evidence is remembered
-EXEMPT_TYPES = frozenset({"system", "recall"})  # the platform's own notices, not a member's post
 
 
 def _add(out: dict[str, tuple[str, dict]], rule: str, severity: str, key: str, item: Any) -> None:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipeline.detectors import EXEMPT_TYPES
 from pipeline.detectors.deadline.when import due, escalation
 from pipeline.detectors.membership import apply_member_event, note_sender
 from pipeline.policy import Policy
@@ -39,7 +40,6 @@ from pipeline.text.normalize import fold
 from pipeline.text.notice import asks_reply, is_ack
 from schemas.records import make_finding
 
-EXEMPT_TYPES = frozenset({"system", "recall"})
 TEXT_KEPT = 200  # characters of the notice kept for evidence and alerts
 
 
