@@ -24,6 +24,7 @@ from pipeline.processor import Batch, Processor
 from pipeline.sink.backends import connect
 from pipeline.sink.migrate import migrate
 from pipeline.sink.writer import ClickHouseSink
+from schemas.records import event_key
 from schemas.rows import Source
 
 log = logging.getLogger("qunguard.agent")
@@ -105,6 +106,12 @@ def register(app: faust.App, cfg: Config) -> None:
         """Queue the batch in the sink and publish its dead letters and findings; rows not yet acked."""
         loop = asyncio.get_running_loop()
         batch = await loop.run_in_executor(None, driver.sink.admit, batch)
+        if batch.forward:
+            # Membership facts for the user's partition, delivered before the state that says they
+            # were sent is in the changelog: a crash in between sends them again, never loses them.
+            for ev in batch.forward:
+                await events_topic.send(key=event_key(ev).encode(), value=orjson.dumps(ev))
+            await app.producer.flush()
         for store in stores.values():
             await store.flush()  # before the offsets move (SinkDriver._write flushes the producer first)
         for dl in batch.dead:

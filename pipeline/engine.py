@@ -20,10 +20,12 @@ from pipeline.detectors import Detector, Finding
 from pipeline.detectors.content.detector import ContentDetector
 from pipeline.detectors.deadline.detector import DeadlineDetector
 from pipeline.detectors.flood import FloodDetector
+from pipeline.detectors.governance.group import GroupDetector
+from pipeline.detectors.governance.member import MemberDetector
 from pipeline.policy import Policy
 
-# The rule families, each built from the policy; membership joins as it lands.
-DETECTORS: list[type] = [ContentDetector, FloodDetector, DeadlineDetector]
+# The rule families, each built from the policy.
+DETECTORS: list[type] = [ContentDetector, FloodDetector, DeadlineDetector, GroupDetector, MemberDetector]
 OUT_KEEP = 8  # findings remembered per key for re-sending after a crash
 
 Position = tuple[int, int, int]  # partition, offset, index in a batch envelope
@@ -31,15 +33,20 @@ Position = tuple[int, int, int]  # partition, offset, index in a batch envelope
 
 class Engine:
     def __init__(self, policy: Policy | None = None, detectors: Iterable[Detector] | None = None,
-                 stores: dict[str, MutableMapping[str, Any]] | None = None) -> None:
+                 stores: dict[str, MutableMapping[str, Any]] | None = None, loopback: bool = False) -> None:
         policy = policy or Policy()
         self.detectors = list(detectors if detectors is not None else (cls(policy) for cls in DETECTORS))
         stores = stores or {}
         self.stores = {d.name: stores.get(d.name, {}) for d in self.detectors}
         self._with_records = {d.name for d in self.detectors if hasattr(d, "take_records")}
+        self._with_events = {d.name for d in self.detectors if hasattr(d, "take_events")}
         self.watermark = 0  # the latest event time seen: the clock for housekeeping ticks
         # Rows beside the findings (notices, responses) that detectors hand over for ClickHouse.
         self.records: list[tuple[str, dict[str, Any]]] = []
+        # Events a detector forwards to another key (governance/__init__.py). The worker sends them
+        # through Kafka to their key's partition; with `loopback` (replay) they are processed here.
+        self.loopback = loopback
+        self.derived: list[dict[str, Any]] = []
 
     def process(self, event: dict[str, Any], tokens: list[str], at: Position | None = None) -> list[Finding]:
         self.watermark = max(self.watermark, event["ts"])
@@ -61,6 +68,8 @@ class Engine:
             findings.extend(found)
             if det.name in self._with_records:
                 self.records.extend(det.take_records())
+            if det.name in self._with_events:
+                self.derived.extend(det.take_events())
             if new is None:
                 if env is not None:
                     del store[key]
@@ -70,6 +79,10 @@ class Engine:
                 out = env.get("out", []) if env is not None else []
                 fresh["out"] = (out + [[list(at), found]])[-OUT_KEEP:] if found and at is not None else out
             store[key] = fresh  # always assign: a changelog entry is written on assignment
+        if self.loopback and self.derived:
+            derived, self.derived = self.derived, []
+            for ev in derived:
+                findings.extend(self.process(ev, []))
         return findings
 
     def tick(self, now: int, partitions: Collection[int] | None = None) -> list[Finding]:
@@ -84,6 +97,8 @@ class Engine:
                     continue
                 found, new = det.tick(now, key, env["s"])
                 findings.extend(found)
+                if det.name in self._with_records:
+                    self.records.extend(det.take_records())
                 if new is None:
                     del store[key]
                 elif new is not env["s"] or found:

@@ -16,6 +16,9 @@ orgs:   {org1: {content: {...}}}           # per org; the same keys
 flood:                         # 刷屏: repeats and rates (pipeline/detectors/flood.py)
   repeat_count: 3              # the same text this many times in a row is an episode
   rate_limit: 10               # one sender's posts per rate_window_seconds
+membership:                    # real names, departed staff, invites, group governance
+  nickname: ["{department}-{name}", "{department}{name}"]
+  name_pattern: '^XX集团'
 groups: {g42: {content: {quiet_hours: null}, flood: {rate_limit: 20}}}   # per group; null switches a setting off
 ```
 Resolution for a message: group, then org, then the file's top level, then the defaults. Errors
@@ -43,6 +46,8 @@ CONTENT_RULES = tuple(f"content.{c}" for c in CATEGORIES) + (
     "content.link", "content.pii", "content.too_long")
 FLOOD_RULES = ("flood.repeat", "flood.rate")
 DEADLINE_RULES = ("deadline.overdue", "deadline.escalated")
+MEMBERSHIP_RULES = ("member.nickname", "member.departed", "member.unauthorized_invite", "member.external",
+                    "group.unregistered", "group.name_format", "group.expired", "group.idle")
 RULES = CONTENT_RULES + ("conduct.quiet_hours",)
 
 
@@ -205,13 +210,71 @@ class Deadline(_Model):
         return ZoneInfo(self.tz)
 
 
-SECTIONS: dict[str, type[_Model]] = {"content": Content, "flood": Flood, "deadline": Deadline}
+class Membership(_Model):
+    """Who is in a group and what the group is (SPEC §4): 群成员一律实名制, 到岗即入,离职即删,
+    群成员不得擅自邀请其他人加入, 临时群须在该项工作结束后3个工作日之内予以注销."""
+
+    disabled: tuple[str, ...] = ()
+    # The group's real-name formats; a nickname matching any of them conforms. Fields: {name} and
+    # {department} from the roster; any other {field} is free text (a subject, a student's name);
+    # a/b is either; - stands for any separator. Empty: the nickname must contain the roster name.
+    nickname: tuple[str, ...] = ()
+    # A regular expression group names must match (re.search), e.g. '^XX集团'; unset: not checked.
+    name_pattern: str | None = None
+    expire_working_days: int = Field(3, ge=0)  # a temporary group lives this long after ends_at
+    working_days: tuple[int, ...] = (1, 2, 3, 4, 5)  # ISO weekdays that count as working days
+    idle_days: int = Field(90, ge=1)
+    tz: str = "Asia/Shanghai"
+
+    _rules = field_validator("disabled")(classmethod(lambda cls, v: _known_rules(v, MEMBERSHIP_RULES)))
+    _days = field_validator("working_days")(classmethod(lambda cls, v: WorkingHours._days(v)))
+
+    @field_validator("nickname", mode="before")
+    @classmethod
+    def _templates(cls, v: Any) -> Any:
+        from pipeline.detectors.governance.nickname import compile_template
+
+        v = (v,) if isinstance(v, str) else v
+        for t in v or ():
+            compile_template(t)  # raises ValueError naming what is wrong
+        return v
+
+    @field_validator("name_pattern")
+    @classmethod
+    def _pattern(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as exc:
+                raise ValueError(f"bad regular expression {v!r}: {exc}") from None
+        return v
+
+    @field_validator("tz")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        return QuietHours._zone(v)
+
+    def enabled(self, rule: str) -> bool:
+        return rule not in self.disabled
+
+    @cached_property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.tz)
+
+    @cached_property
+    def name_re(self) -> re.Pattern[str] | None:
+        return re.compile(self.name_pattern) if self.name_pattern else None
+
+
+SECTIONS: dict[str, type[_Model]] = {"content": Content, "flood": Flood, "deadline": Deadline,
+                                     "membership": Membership}
 
 
 class Scope(_Model):
     content: dict[str, Any] = Field(default_factory=dict)
     flood: dict[str, Any] = Field(default_factory=dict)
     deadline: dict[str, Any] = Field(default_factory=dict)
+    membership: dict[str, Any] = Field(default_factory=dict)
 
 
 class PolicyFile(Scope):
@@ -275,6 +338,9 @@ class Policy:
 
     def deadline_for(self, org_id: str, group_id: str) -> Deadline:
         return self.section_for("deadline", org_id, group_id)
+
+    def membership_for(self, org_id: str, group_id: str) -> Membership:
+        return self.section_for("membership", org_id, group_id)
 
 
 def resolve(base_dir: Path, name: str) -> Path:

@@ -27,6 +27,7 @@ class Batch:
     findings: list[dict[str, Any]] = field(default_factory=list)
     dead: list[dict[str, Any]] = field(default_factory=list)
     alerts: list[dict[str, Any]] = field(default_factory=list)
+    forward: list[dict[str, Any]] = field(default_factory=list)  # events for other keys' partitions
 
     def __len__(self) -> int:
         return sum(len(r) for r in self.rows.values())
@@ -47,7 +48,8 @@ class Processor:
         rows = batch.rows
         tokenize = self.tokenizer.tokens
         for event, src in decoded.events:
-            rows["raw_events"].append(raw_row(event, src))
+            if event["kind"] != "membership":  # qunguard's own forwarded facts are not input
+                rows["raw_events"].append(raw_row(event, src))
             tokens: list[str] = []
             if event["kind"] == "message":
                 tokens = tokenize(event["text"])
@@ -59,6 +61,7 @@ class Processor:
                 for table, record in self.engine.records:
                     rows[table].append(detector_row(table, record, src))
                 self.engine.records.clear()
+        batch.forward, self.engine.derived = self.engine.derived, []
         for dl in decoded.dead:
             rows["deadletter"].append(deadletter_row(dl))
             batch.dead.append(dl)
@@ -69,8 +72,12 @@ class Processor:
         owners' reminders, state released. Rows carry the timer as their source, offset = `now`."""
         now = self.engine.watermark if now is None else now
         batch = Batch()
+        timer = self.cfg.topic("timer")
         for i, finding in enumerate(self.engine.tick(now, partitions)):
-            batch.rows["findings"].append(finding_row(finding, Source(self.cfg.topic("timer"), 0, now, i)))
+            batch.rows["findings"].append(finding_row(finding, Source(timer, 0, now, i)))
             batch.findings.append(finding)
+        for i, (table, record) in enumerate(self.engine.records):
+            batch.rows[table].append(detector_row(table, record, Source(timer, 0, now, i)))
+        self.engine.records.clear()
         batch.alerts = deadline_alerts(batch.findings)
         return batch

@@ -31,7 +31,7 @@ def replay(lines: Iterable[bytes], until: int | None = None, max_text_chars: int
         line = line.rstrip(b"\r\n")
         if line.strip():
             decode_record(line, Source(source, 0, n), max_text_chars, decoded)
-    engine = Engine(policy)
+    engine = Engine(policy, loopback=True)
     tokenizer = get_tokenizer()
     # Stable sort: events with equal ts keep their file order, so output is deterministic.
     events = sorted((e for e, _ in decoded.events), key=lambda e: e["ts"])
@@ -42,6 +42,7 @@ def replay(lines: Iterable[bytes], until: int | None = None, max_text_chars: int
         engine.records.clear()  # notices and responses are rows for ClickHouse, not replay output
     last = events[-1]["ts"] if events else 0
     findings.extend(engine.tick(max(until, last) if until is not None else last))
+    engine.records.clear()
     unique = {f["finding_id"]: f for f in findings}
     ordered = sorted(unique.values(), key=lambda f: (f["ts"], f["rule"], f["finding_id"]))
     return ReplayResult(ordered, len(events), decoded.dead)

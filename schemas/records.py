@@ -20,6 +20,7 @@ MSG_TYPES = (
 MEMBER_ACTIONS = ("join", "leave", "kick", "nickname", "role")
 GROUP_ACTIONS = ("create", "update", "dissolve")
 ROSTER_STATUS = ("active", "left")
+MEMBERSHIP_ACTIONS = ("join", "leave", "nickname", "seen")
 VERDICTS = ("false_positive", "confirmed")
 SEVERITIES = ("low", "medium", "high", "critical")
 
@@ -87,6 +88,17 @@ KINDS: dict[str, tuple[Field, ...]] = {
         Field("name", "str", required=True),
         Field("department", "str", default=""),
         Field("status", "str", default="active", choices=ROSTER_STATUS),
+    ),
+    # qunguard's own: a membership fact forwarded from the group's partition to the user's
+    # (pipeline/detectors/governance/). Producers do not send it.
+    "membership": (
+        Field("group_id", "str", required=True, nonempty=True),
+        Field("user_id", "str", required=True, nonempty=True),
+        Field("action", "str", required=True, choices=MEMBERSHIP_ACTIONS),
+        Field("nickname", "str", default=None),
+        Field("actor_id", "str", default=None),
+        Field("approved", "bool", default=False),
+        Field("source", "str", default=""),
     ),
     "feedback": (
         Field("finding_id", "str", required=True, nonempty=True),
@@ -166,7 +178,10 @@ def validate_event(obj: Any, max_text_chars: int = 100_000) -> dict[str, Any]:
 
 
 def event_key(event: dict[str, Any]) -> str:
-    """Kafka key: the group for group-scoped kinds, the user for roster, the org otherwise."""
+    """Kafka key: the group for group-scoped kinds, the user for roster and membership facts (they
+    meet on the user's partition), the org otherwise."""
+    if event["kind"] == "membership":
+        return event["user_id"]
     return event.get("group_id") or event.get("user_id") or event["org_id"]
 
 

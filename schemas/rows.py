@@ -41,6 +41,9 @@ NOTICE_COLUMNS = ("notice_key", "notice_id", "org_id", "group_id", "sender_id", 
 RESPONSE_COLUMNS = ("response_key", "notice_id", "org_id", "group_id", "user_id", "msg_id", "ts", "delay_ms",
                     "late", "how") + SRC_COLUMNS
 
+MEMBERSHIP_COLUMNS = ("membership_key", "org_id", "group_id", "user_id", "seq", "ts", "present", "nickname",
+                      "name", "department", "status", "nickname_bad", "departed", "external") + SRC_COLUMNS
+
 # The key each table is deduplicated on (the first column of every row).
 TABLES = {
     "raw_events": RAW_COLUMNS,
@@ -49,7 +52,9 @@ TABLES = {
     "deadletter": DEADLETTER_COLUMNS,
     "notices": NOTICE_COLUMNS,
     "responses": RESPONSE_COLUMNS,
+    "memberships": MEMBERSHIP_COLUMNS,
 }
+_FLAGS = frozenset({"late", "present", "nickname_bad", "departed", "external"})
 
 
 def _src(src: Source) -> tuple[str, int, int, int]:
@@ -106,10 +111,13 @@ def deadletter_row(record: dict[str, Any]) -> tuple:
 
 
 def detector_row(table: str, record: dict[str, Any], src: Source) -> tuple:
-    """A row a detector hands over beside its findings (`notices`, `responses`), keyed per group."""
+    """A row a detector hands over beside its findings (`notices`, `responses`, `memberships`)."""
     if table == "notices":
         key = f"{record['group_id']}/{record['notice_id']}"
+    elif table == "memberships":
+        # A version of one person's standing in one group; seq orders the versions.
+        key = f"{record['org_id']}/{record['group_id']}/{record['user_id']}/{record['seq']}"
     else:
         key = f"{record['group_id']}/{record['notice_id']}/{record['user_id']}"
     columns = TABLES[table]
-    return (key,) + tuple(int(record[c]) if c == "late" else record[c] for c in columns[1:-4]) + _src(src)
+    return (key,) + tuple(int(record[c]) if c in _FLAGS else record[c] for c in columns[1:-4]) + _src(src)

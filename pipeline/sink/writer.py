@@ -50,7 +50,7 @@ class ClickHouseSink:
     def admit(self, batch: Batch) -> Batch:
         """Return the part of `batch` not yet stored; queue its rows. Blocks (retrying) on recovery."""
         stored = self._recover(batch)
-        out = Batch()
+        out = Batch(forward=batch.forward)  # forwarded facts are idempotent where they land
         for table, rows in batch.rows.items():
             recent = self._recent[table]
             seen_here = stored.get(table, set())

@@ -1,0 +1,151 @@
+"""The member stage of governance: `member.nickname`, `member.departed`, `member.external`, keyed by
+org and user: one person's roster entry beside every group they are in.
+
+State per person (plain JSON):
+
+    {"org": org_id, "uid": user_id,
+     "r": [name, department, status] | None,               # the roster entry (HR directory)
+     "g": {group_id: {"nick": str | None, "ap": bool,      # nickname; joined with approval
+                      "bad": str | None,                   # the nickname reported as wrong
+                      "dep": bool, "ext": bool}},          # departed / external reported
+     "pend": [[ts, rank, event_id, event]],                # inputs not yet applied
+     "done": [event_id …], "seq": int}                     # recently applied; row version
+
+Inputs wait in `pend` and are applied at the timer in event-time order (roster before membership at
+the same ms), so the order in which the roster's partition and the groups' partitions deliver them
+does not matter: the worker's timer (wall clock less a grace) and replay's final tick apply the
+same sequence. Rules, applied per event, each finding's msg_id being the event that made it so:
+- `member.nickname`: the nickname does not follow the group's templates (nickname.py), or by
+  default does not contain the roster name. Checked on join, on every new nickname and when the
+  roster name or department changes; one finding per non-conforming nickname, none once fixed.
+  Without a roster entry a format that names the person cannot be judged: no finding.
+- `member.departed`: the roster says left while the person is in the group, found when the roster
+  changes (every group at once) and when such a person joins; once per group until they leave it.
+- `member.external`: someone with no roster entry joins and the inviter was not owner or admin
+  (nobody authorised approved). A sender seen without a join is not judged: how they came in is unknown.
+Every change to a (group, person) pair is a `memberships` row for ClickHouse: the audit's source.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.detectors.governance.nickname import conforms
+from pipeline.policy import Policy
+from schemas.records import make_finding
+
+DONE_KEPT = 32  # applied event ids remembered, against a fact forwarded twice after a crash
+
+
+class MemberDetector:
+    name = "member"
+    kinds = frozenset({"roster", "membership"})
+    guard_redelivery = True  # a re-read record is not queued twice
+
+    def __init__(self, policy: Policy | None = None) -> None:
+        self.policy = policy or Policy()
+        self.records: list[tuple[str, dict[str, Any]]] = []  # memberships rows, for ClickHouse
+
+    def take_records(self) -> list[tuple[str, dict[str, Any]]]:
+        out, self.records = self.records, []
+        return out
+
+    def state_key(self, event: dict[str, Any]) -> str:
+        return f"{event['org_id']}/{event['user_id']}"
+
+    def on_event(self, event: dict[str, Any], state: Any, tokens: list[str]) -> tuple[list[dict], Any]:
+        if state is None:
+            state = {"org": event["org_id"], "uid": event["user_id"], "r": None, "g": {}, "pend": [], "done": [],
+                     "seq": 0}
+        eid = event["event_id"]
+        if eid in state["done"] or any(p[2] == eid for p in state["pend"]):
+            return [], state
+        if event["kind"] == "roster":
+            item = [event["name"], event["department"], event["status"]]
+            state["pend"].append([event["ts"], 0, eid, item])
+        else:
+            item = [event["group_id"], event["action"], event["nickname"], event["approved"], event["source"]]
+            state["pend"].append([event["ts"], 1, eid, item])
+        return [], state
+
+    def tick(self, now: int, key: str, state: Any) -> tuple[list[dict], Any]:
+        pend = state["pend"]
+        if not pend or min(p[0] for p in pend) > now:
+            return [], state  # the same object: nothing to write
+        pend = sorted(pend)
+        due = [p for p in pend if p[0] <= now]
+        state = {**state, "g": {g: dict(e) for g, e in state["g"].items()}, "pend": pend[len(due):]}
+        findings: list[dict] = []
+        for ts, rank, eid, item in due:
+            if rank == 0:
+                findings += self._roster(state, ts, eid, item)
+            else:
+                findings += self._membership(state, ts, item)
+            state["done"] = (state["done"] + [eid])[-DONE_KEPT:]
+        return findings, state
+
+    # --- applying one input -------------------------------------------------------------------
+
+    def _roster(self, state: dict, ts: int, eid: str, entry: list) -> list[dict]:
+        if state["r"] == entry:
+            return []
+        state["r"] = entry
+        findings = []
+        for gid in state["g"]:
+            findings += self._judge(state, gid, ts, eid, joined=False)
+        return findings
+
+    def _membership(self, state: dict, ts: int, item: list) -> list[dict]:
+        gid, action, nickname, approved, source = item
+        groups = state["g"]
+        if action == "leave":
+            if groups.pop(gid, None) is not None:
+                self._row(state, gid, ts, None)
+            return []
+        entry = groups.get(gid)
+        if entry is None:
+            entry = groups[gid] = {"nick": None, "ap": False, "bad": None, "dep": False, "ext": False}
+        if action == "join":
+            entry["ap"] = approved
+        if nickname is not None:
+            entry["nick"] = nickname
+        return self._judge(state, gid, ts, source, joined=action == "join")
+
+    def _judge(self, state: dict, gid: str, ts: int, msg_id: str, joined: bool) -> list[dict]:
+        """Re-judge one (group, person) after a change; report what newly breaks a rule."""
+        entry, roster, org, uid = state["g"][gid], state["r"], state["org"], state["uid"]
+        cfg = self.policy.membership_for(org, gid)
+        name, dept, status = roster if roster is not None else (None, None, None)
+        evidence = {"nickname": entry["nick"] or "", "name": name or "", "department": dept or ""}
+        findings = []
+        if status == "left":
+            if not entry["dep"]:
+                entry["dep"] = True
+                if cfg.enabled("member.departed"):
+                    findings.append(make_finding("member.departed", "high", org, gid, msg_id, uid, ts, evidence))
+        else:
+            entry["dep"] = False
+        if joined and roster is None and not entry["ap"] and not entry["ext"]:
+            entry["ext"] = True
+            if cfg.enabled("member.external"):
+                findings.append(make_finding("member.external", "high", org, gid, msg_id, uid, ts, evidence))
+        ok = conforms(entry["nick"], cfg.nickname, name, dept) if entry["nick"] else None
+        if ok is False and entry["bad"] != entry["nick"]:
+            entry["bad"] = entry["nick"]
+            if cfg.enabled("member.nickname"):
+                findings.append(make_finding("member.nickname", "low", org, gid, msg_id, uid, ts,
+                                             {**evidence, "formats": list(cfg.nickname) or ["contains {name}"]}))
+        elif ok:
+            entry["bad"] = None
+        self._row(state, gid, ts, entry, ok is False)
+        return findings
+
+    def _row(self, state: dict, gid: str, ts: int, entry: dict | None, bad: bool = False) -> None:
+        state["seq"] += 1
+        roster = state["r"] or ("", "", "")
+        self.records.append(("memberships", {
+            "org_id": state["org"], "group_id": gid, "user_id": state["uid"], "seq": state["seq"], "ts": ts,
+            "present": entry is not None, "nickname": (entry or {}).get("nick") or "",
+            "name": roster[0], "department": roster[1], "status": roster[2],
+            "nickname_bad": bad, "departed": entry is not None and roster[2] == "left",
+            "external": entry is not None and state["r"] is None and not entry["ap"]}))
