@@ -154,6 +154,27 @@ def cmd_check(cfg: Config, args: argparse.Namespace) -> int:
     return 1 if findings else 0
 
 
+def cmd_audit(cfg: Config, args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from pipeline.audit import audit_members, print_table, write_csv
+    from pipeline.sink.backends import connect
+
+    backend = connect(cfg.clickhouse.url)
+    try:
+        audits = audit_members(backend, org=args.org, group=args.group)
+    finally:
+        backend.close()
+    if args.csv == "-":
+        write_csv(audits, sys.stdout)
+    else:
+        if args.csv:
+            with open(args.csv, "w", encoding="utf-8", newline="") as out:
+                write_csv(audits, out)
+        print_table(audits, Console())
+    return 0
+
+
 def cmd_demo(cfg: Config, args: argparse.Namespace) -> int:
     from pipeline.demo import run_demo
 
@@ -226,6 +247,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--org", default="org")
     s.add_argument("--group", default="group")
     s.set_defaults(fn=cmd_check)
+
+    s = sub.add_parser("audit", help="the weekly membership check from ClickHouse: departed staff still in "
+                                     "groups, nicknames off the real-name format, external members")
+    s.add_argument("what", choices=["members"])
+    s.add_argument("--org")
+    s.add_argument("--group")
+    s.add_argument("--csv", help="also write the report as CSV to this file ('-': CSV to stdout, no table)")
+    s.set_defaults(fn=cmd_audit)
 
     s = sub.add_parser("services", help="run Kafka (jars), ClickHouse (Debian) or Tansu here, without Docker")
     s.add_argument("service", choices=["kafka", "clickhouse", "tansu"])

@@ -37,6 +37,7 @@ class Member:
     user_id: str
     name: str
     department: str
+    left: bool = False  # the roster marks them as departed
 
 
 @dataclass
@@ -47,6 +48,10 @@ class Group:
     platform: str
     members: list[Member]
     owner: Member
+    nicknames: dict[str, str] = field(default_factory=dict)  # user_id → group nickname
+
+    def nickname(self, m: Member) -> str:
+        return self.nicknames.get(m.user_id) or f"{m.department}-{m.name}"
 
 
 class Simulator:
@@ -86,7 +91,7 @@ class Simulator:
         ev = {
             "kind": "message", "event_id": self._id("e"), "org_id": g.org_id, "ts": self._tick(gap_ms),
             "platform": g.platform, "group_id": g.group_id, "msg_id": self._id("m"),
-            "sender_id": sender.user_id, "sender_name": f"{sender.department}-{sender.name}",
+            "sender_id": sender.user_id, "sender_name": g.nickname(sender),
             "sender_role": "owner" if sender is g.owner else "member",
             "msg_type": "text", "text": text, "reply_to": None, "mentions": [],
         }
@@ -110,9 +115,12 @@ class Simulator:
                 g = Group(org, f"{org}-g{gi:05d}", f"{dept}{self.rng.choice(v['group_kinds'])}",
                           self.rng.choice(v["platforms"]), members, owner)
                 self.groups.append(g)
+                # A tenth are temporary project groups whose work ended on the first day.
+                temporary = self.rng.random() < 0.1
                 yield {"kind": "group", "event_id": self._id("e"), "org_id": org, "ts": self._tick(50),
                        "group_id": g.group_id, "action": "create", "name": g.name, "owner_id": owner.user_id,
-                       "registered": self.rng.random() < 0.9, "temporary": False, "ends_at": None}
+                       "registered": self.rng.random() < 0.9, "temporary": temporary,
+                       "ends_at": START_TS + 8 * 3_600_000 if temporary else None}
                 for m in members:
                     yield {"kind": "member", "event_id": self._id("e"), "org_id": org, "ts": self._tick(50),
                            "group_id": g.group_id, "user_id": m.user_id, "action": "join",
@@ -172,26 +180,55 @@ class Simulator:
         return text.format(**fill)
 
     def _membership(self, g: Group) -> Iterator[dict[str, Any]]:
-        rng = self.rng
+        """Joins (mostly by the owner), departures, nickname changes (some breaking the real-name
+        rule), outsiders coming in, and staff leaving the company (half of them stay in their groups)."""
+        rng, v = self.rng, self.vocab
         base = {"kind": "member", "org_id": g.org_id, "group_id": g.group_id}
-        action = rng.choice(["join", "leave", "nickname"])
-        if action == "join":
-            p = rng.choice(self.roster[g.org_id])
-            inviter = rng.choice(g.members)
+        action = rng.choices(["join", "leave", "nickname", "external", "depart"], weights=[30, 25, 30, 8, 7])[0]
+        if action in ("join", "external"):
+            if action == "join":
+                p = rng.choice([m for m in self.roster[g.org_id] if not m.left] or self.roster[g.org_id])
+            else:
+                p = Member(self._id("ext-"), rng.choice(v["surnames"]) + rng.choice(v["given_names"]), "")
+            inviter = g.owner if rng.random() < 0.7 else rng.choice(g.members)
             if p not in g.members:
                 g.members.append(p)
-            nickname = p.name if rng.random() < 0.3 else f"{p.department}-{p.name}"
+            roll = rng.random()
+            nickname = (p.name if roll < 0.3 else rng.choice(v["bad_nicknames"]) if roll < 0.4
+                        else f"{p.department}-{p.name}")
+            g.nicknames[p.user_id] = nickname
             yield {**base, "event_id": self._id("e"), "ts": self._tick(), "user_id": p.user_id, "action": "join",
                    "actor_id": inviter.user_id, "nickname": nickname, "role": "member"}
         elif action == "leave" and len(g.members) > 3:
             m = rng.choice(g.members[1:])
-            g.members.remove(m)
-            yield {**base, "event_id": self._id("e"), "ts": self._tick(), "user_id": m.user_id, "action": "leave",
-                   "actor_id": m.user_id, "nickname": None, "role": None}
+            yield from self._leave(g, m)
+        elif action == "depart":
+            people = [m for m in g.members[1:] if not m.left and not m.user_id.startswith("ext-")]
+            if not people:
+                return
+            m = rng.choice(people)
+            m.left = True
+            yield {"kind": "roster", "event_id": self._id("e"), "org_id": g.org_id, "ts": self._tick(),
+                   "user_id": m.user_id, "name": m.name, "department": m.department, "status": "left"}
+            if rng.random() < 0.5:  # removed from every group, as 离职即删 asks; or forgotten
+                for other in self.groups:
+                    if m in other.members:
+                        yield from self._leave(other, m)
         else:
             m = rng.choice(g.members)
+            nickname = m.name if rng.random() < 0.8 else rng.choice(v["bad_nicknames"])
+            g.nicknames[m.user_id] = nickname
             yield {**base, "event_id": self._id("e"), "ts": self._tick(), "user_id": m.user_id,
-                   "action": "nickname", "actor_id": m.user_id, "nickname": m.name, "role": None}
+                   "action": "nickname", "actor_id": m.user_id, "nickname": nickname, "role": None}
+
+    def _leave(self, g: Group, m: Member) -> Iterator[dict[str, Any]]:
+        if m is g.owner:
+            return
+        g.members.remove(m)
+        g.nicknames.pop(m.user_id, None)
+        yield {"kind": "member", "org_id": g.org_id, "group_id": g.group_id, "event_id": self._id("e"),
+               "ts": self._tick(), "user_id": m.user_id, "action": "leave", "actor_id": m.user_id,
+               "nickname": None, "role": None}
 
     def events(self, n: int) -> Iterator[dict[str, Any]]:
         """The setup events, then traffic, `n` events in all (at least the setup)."""

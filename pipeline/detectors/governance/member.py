@@ -11,10 +11,12 @@ State per person (plain JSON):
      "pend": [[ts, rank, event_id, event]],                # inputs not yet applied
      "done": [event_id …], "seq": int}                     # recently applied; row version
 
-Inputs wait in `pend` and are applied at the timer in event-time order (roster before membership at
-the same ms), so the order in which the roster's partition and the groups' partitions deliver them
-does not matter: the worker's timer (wall clock less a grace) and replay's final tick apply the
-same sequence. Rules, applied per event, each finding's msg_id being the event that made it so:
+Inputs wait in `pend` and are applied at the timer in event-time order (at the same ms, group facts
+before the roster: a removal and the roster change in one moment is no departure), so the order in
+which the roster's partition and the groups' partitions deliver them does not matter: the worker's
+timer (wall clock less a grace) and replay's final tick apply the same sequence.
+
+Rules, applied per event, each finding's msg_id being the event that made it so:
 - `member.nickname`: the nickname does not follow the group's templates (nickname.py), or by
   default does not contain the roster name. Checked on join, on every new nickname and when the
   roster name or department changes; one finding per non-conforming nickname, none once fixed.
@@ -62,10 +64,10 @@ class MemberDetector:
             return [], state
         if event["kind"] == "roster":
             item = [event["name"], event["department"], event["status"]]
-            state["pend"].append([event["ts"], 0, eid, item])
+            state["pend"].append([event["ts"], 1, eid, item])
         else:
             item = [event["group_id"], event["action"], event["nickname"], event["approved"], event["source"]]
-            state["pend"].append([event["ts"], 1, eid, item])
+            state["pend"].append([event["ts"], 0, eid, item])
         return [], state
 
     def tick(self, now: int, key: str, state: Any) -> tuple[list[dict], Any]:
@@ -77,7 +79,7 @@ class MemberDetector:
         state = {**state, "g": {g: dict(e) for g, e in state["g"].items()}, "pend": pend[len(due):]}
         findings: list[dict] = []
         for ts, rank, eid, item in due:
-            if rank == 0:
+            if rank == 1:
                 findings += self._roster(state, ts, eid, item)
             else:
                 findings += self._membership(state, ts, item)
