@@ -271,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pipeline.sink.backends import BackendError
+
     args = build_parser().parse_args(argv)
     try:
         cfg = load_config(args.config)
@@ -278,6 +280,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"qunguard: {exc}", file=sys.stderr)
         return 2
+    except BackendError as exc:
+        print(f"qunguard: ClickHouse ({cfg.clickhouse.url}): {exc}", file=sys.stderr)
+        return 1
     except FileNotFoundError as exc:
         print(f"qunguard: {exc.filename}: no such file", file=sys.stderr)
         return 2
