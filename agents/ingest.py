@@ -52,13 +52,22 @@ class SinkDriver:
 
     async def flush(self) -> None:
         async with self.lock:
-            if not self.sink.due():  # due() is False when nothing is pending
-                return
-            if self.inflight is not None:
-                await self.inflight
-            taken, events = self.sink.take(), self.unacked
-            self.unacked = []
-            self.inflight = asyncio.ensure_future(self._write(taken, events))
+            await self._start_write(force=False)
+
+    async def write_now(self) -> None:
+        """Write everything queued and wait until it is stored (the caller holds `lock`)."""
+        await self._start_write(force=True)
+        if self.inflight is not None:
+            await self.inflight
+
+    async def _start_write(self, force: bool) -> None:
+        if not (self.sink.due() or (force and (self.sink.pending_rows or self.unacked))):
+            return  # due() is False when nothing is pending
+        if self.inflight is not None:
+            await self.inflight
+        taken, events = self.sink.take(), self.unacked
+        self.unacked = []
+        self.inflight = asyncio.ensure_future(self._write(taken, events))
 
     async def _write(self, taken: dict, events: list[tuple[faust.StreamT, faust.EventT]]) -> None:
         loop = asyncio.get_running_loop()
@@ -102,25 +111,36 @@ def register(app: faust.App, cfg: Config) -> None:
                 driver.unacked.extend((stream, e) for e in events)
             await driver.flush()
 
-    async def publish(batch: Batch) -> Batch:
-        """Queue the batch in the sink and publish its dead letters and findings; rows not yet acked."""
+    async def publish(batch: Batch, timer: bool = False) -> Batch:
+        """Queue the batch in the sink and publish its dead letters and findings; rows not yet acked.
+
+        What goes out before the state changes reach the changelog, so that a crash in between
+        repeats it (idempotent where it lands) rather than loses it: forwarded membership facts and,
+        for a timer's batch, its findings, written to ClickHouse there and then (a record's findings
+        need not be: the record is read again until its offset is committed)."""
         loop = asyncio.get_running_loop()
         batch = await loop.run_in_executor(None, driver.sink.admit, batch)
         if batch.forward:
-            # Membership facts for the user's partition, delivered before the state that says they
-            # were sent is in the changelog: a crash in between sends them again, never loses them.
             for ev in batch.forward:
                 await events_topic.send(key=event_key(ev).encode(), value=orjson.dumps(ev))
             await app.producer.flush()
+        early = timer and len(batch) > 0
+        if early:
+            await send(batch)
+            await driver.write_now()  # flushes the producer too
         for store in stores.values():
             await store.flush()  # before the offsets move (SinkDriver._write flushes the producer first)
+        if not early:
+            await send(batch)
+        return batch
+
+    async def send(batch: Batch) -> None:
         for dl in batch.dead:
             await dead_topic.send(key=dl["dl_id"].encode(), value=orjson.dumps(dl))
         for f in batch.findings:
             await findings_topic.send(key=(f["group_id"] or f["org_id"]).encode(), value=orjson.dumps(f))
         for a in batch.alerts:
             await alerts_topic.send(key=a["group_id"].encode(), value=orjson.dumps(a))
-        return batch
 
     @app.timer(interval=max(cfg.sink.batch_seconds, 0.1))
     async def flush_idle() -> None:
@@ -147,4 +167,4 @@ def register(app: faust.App, cfg: Config) -> None:
             for store in stores.values():
                 store.keep_only(partitions)
             now = max(wall - int(cfg.worker.timer_grace_seconds * 1000), engine.watermark)
-            await publish(processor.tick(partitions, now))
+            await publish(processor.tick(partitions, now), timer=True)
