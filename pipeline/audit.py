@@ -68,9 +68,9 @@ def audit_members(backend: Backend, org: str | None = None, group: str | None = 
     names = backend.query(
         f"SELECT group_id, argMax(visitParamExtractString(payload, 'name'), ts) FROM {db}.raw_events "
         f"WHERE kind = 'group' AND visitParamExtractString(payload, 'name') != '' GROUP BY group_id")
-    for group_id, name in names:
-        for key in [k for k in groups if k[1] == group_id]:
-            groups[key].name = name
+    named = dict(names)
+    for (_, group_id), audit in groups.items():
+        audit.name = named.get(group_id, "")
     return list(groups.values())
 
 

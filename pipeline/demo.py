@@ -9,11 +9,13 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
+from pipeline.audit import PROBLEMS, audit_members
 from pipeline.config import Config, config_env
 from pipeline.devservices import Service, start_tansu
 from pipeline.kafka import ensure_topics
@@ -53,6 +55,9 @@ def run_demo(cfg: Config, seconds: float = 30.0, rate: float = 1500.0, seed: int
         console.print("[dim]waiting for the worker to store everything…[/]")
         if not wait_drained(cfg, ends, timeout=180, alive=lambda: worker.poll() is None):
             raise RuntimeError(f"the worker did not store everything (exit code {worker.poll()})")
+        # The member rules apply their queued facts at the worker's timer, once it has caught up.
+        console.print("[dim]letting the worker's timers run…[/]")
+        time.sleep(2 * cfg.worker.timer_seconds + 3)
         worker.terminate()
         worker.wait(60)
         worker = None
@@ -87,6 +92,11 @@ def summarize(cfg: Config, console: Console) -> dict[str, int]:
            f"arrayStringConcat(arraySlice(topK(5)(arrayJoin(arrayFilter(x -> lengthUTF8(x) > 1, tokens))), 1, 5), ' ') "
            f"FROM {db}.messages GROUP BY group_id ORDER BY n DESC LIMIT 5")
     _table(console, "Busiest groups", ("group", "messages", "senders", "top tokens"), backend.query(sql))
+    audits = audit_members(backend)
+    _table(console, "Membership audit (qunguard audit members)", ("problem", "people", "groups"),
+           [(label, sum(a.count(p) for a in audits), sum(1 for a in audits if a.count(p)))
+            for p, label in zip(PROBLEMS, ("departed staff still in groups", "nicknames off the real-name format",
+                                           "external members"), strict=True)])
     errors = backend.query(f"SELECT error, count() FROM {db}.deadletter GROUP BY error ORDER BY count() DESC LIMIT 5")
     if errors:
         _table(console, "Dead letters (top reasons)", ("error", "count"), ((e[:90], c) for e, c in errors))

@@ -24,3 +24,6 @@ def test_demo_runs_on_embedded_defaults(tmp_path):
     assert int(rows["messages"].replace(",", "")) > 3000
     assert rows["deadletter"] == "6"  # the malformed records mixed in
     assert "top tokens" in out
+    # Both governance stages had their say: the group stage at once, the member stage at its timer.
+    assert "member.unauthorized_invite" in rows and "member.departed" in rows
+    assert "Membership audit" in out
