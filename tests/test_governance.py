@@ -94,6 +94,9 @@ def test_a_departed_person_joining_a_group_is_found_on_joining():
     events = ORG + [roster("wf", "王芳", "市场部", status="left", at=MON_10), member("g1", "wf", "leave", MON_10),
                     member("g2", "wf", "leave", MON_10), member("g3", "wf", "leave", MON_10)]
     assert run(events) == [], "removed at once: 离职即删 kept"
+    dissolved = ORG + [group("g2", MON_10 - HOUR, action="dissolve"),
+                       roster("wf", "王芳", "市场部", status="left", at=MON_10)]
+    assert sorted(got(run(dissolved), "member.departed")) == [("g1", "wf"), ("g3", "wf")], "g2 is gone"
     events.append(join("g9", "wf", "市场部-王芳", MON_10 + DAY, actor="zw"))
     assert got(run(events), "member.departed") == [("g9", "wf")]
 

@@ -108,6 +108,8 @@ class GroupDetector:
 
     def _group(self, event: dict[str, Any], state: dict, cfg: Membership) -> tuple[list[dict], Any]:
         if event["action"] == "dissolve":
+            for uid in state["m"]:  # nobody is in a dissolved group any more
+                self._forward(event, uid, "leave", None, event["event_id"], approved=False)
             return [], None  # nothing left to judge; a later event starts afresh
         findings = []
         if event["owner_id"]:
