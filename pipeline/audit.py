@@ -13,7 +13,7 @@ import csv
 from dataclasses import dataclass, field
 from typing import IO
 
-from pipeline.sink.backends import Backend
+from pipeline.sink.backends import Backend, quote
 
 PROBLEMS = ("departed", "nickname_bad", "external")
 NOW = tuple(f"now_{p}" for p in PROBLEMS)  # aliases must not shadow the columns they aggregate
@@ -44,14 +44,10 @@ class GroupAudit:
         return sum(self.count(p) for p in PROBLEMS)
 
 
-def _quote(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("'", "\\'")
-
-
 def audit_members(backend: Backend, org: str | None = None, group: str | None = None) -> list[GroupAudit]:
     """Every group with members, in (org, group) order, with its problem members."""
     db = backend.database
-    conds = [f"{col} = '{_quote(v)}'" for col, v in (("org_id", org), ("group_id", group)) if v]
+    conds = [f"{col} = '{quote(v)}'" for col, v in (("org_id", org), ("group_id", group)) if v]
     current = CURRENT.format(db=db, where=("WHERE " + " AND ".join(conds)) if conds else "")
     groups: dict[tuple[str, str], GroupAudit] = {}
     for org_id, group_id, members in backend.query(

@@ -40,6 +40,7 @@ class Engine:
         self.stores = {d.name: stores.get(d.name, {}) for d in self.detectors}
         self._with_records = {d.name for d in self.detectors if hasattr(d, "take_records")}
         self._with_events = {d.name for d in self.detectors if hasattr(d, "take_events")}
+        self._guarded = {d.name for d in self.detectors if getattr(d, "guard_redelivery", False)}
         self.watermark = 0  # the latest event time seen: the clock for housekeeping ticks
         # Rows beside the findings (notices, responses) that detectors hand over for ClickHouse.
         self.records: list[tuple[str, dict[str, Any]]] = []
@@ -60,7 +61,7 @@ class Engine:
                 continue
             store = self.stores[det.name]
             env = store.get(key)
-            guarded = getattr(det, "guard_redelivery", False)
+            guarded = det.name in self._guarded
             if guarded and at is not None and env is not None and _applied(env["at"], at):
                 findings.extend(f for pos, found in env.get("out", ()) if tuple(pos) == at for f in found)
                 continue

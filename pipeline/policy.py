@@ -58,6 +58,28 @@ def _known_rules(v: tuple[str, ...], known: tuple[str, ...]) -> tuple[str, ...]:
     return v
 
 
+def _zone(v: str) -> str:
+    try:
+        ZoneInfo(v)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{v!r} is not a time zone like Asia/Shanghai") from None
+    return v
+
+
+def _weekdays(v: tuple[int, ...]) -> tuple[int, ...]:
+    if not v or any(d not in range(1, 8) for d in v):
+        raise ValueError("days are ISO weekdays 1 (Monday) to 7 (Sunday), at least one")
+    return v
+
+
+def _regex(pattern: str, where: str = "") -> str:
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"{where}bad regular expression {pattern!r}: {exc}") from None
+    return pattern
+
+
 def _clock(v: str, example: str = "09:00") -> str:
     try:
         time.fromisoformat(v)
@@ -76,15 +98,7 @@ class QuietHours(_Model):
     tz: str = "Asia/Shanghai"
 
     _times = field_validator("start", "end")(classmethod(lambda cls, v: _clock(v, "23:00")))
-
-    @field_validator("tz")
-    @classmethod
-    def _zone(cls, v: str) -> str:
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"{v!r} is not a time zone like Asia/Shanghai") from None
-        return v
+    _tz = field_validator("tz")(classmethod(lambda cls, v: _zone(v)))
 
 
 class Lexicon(_Model):
@@ -122,10 +136,7 @@ class Content(_Model):
             if cat not in CATEGORIES:
                 raise ValueError(f"{cat}: unknown category (one of {', '.join(CATEGORIES)})")
             for i, p in enumerate(pats):
-                try:
-                    re.compile(p)
-                except re.error as exc:
-                    raise ValueError(f"{cat}[{i}]: bad regular expression {p!r}: {exc}") from None
+                _regex(p, f"{cat}[{i}]: ")
         return v
 
     @cached_property
@@ -172,12 +183,7 @@ class WorkingHours(_Model):
 
     _times = field_validator("start", "end")(classmethod(lambda cls, v: _clock(v)))
 
-    @field_validator("days")
-    @classmethod
-    def _days(cls, v: tuple[int, ...]) -> tuple[int, ...]:
-        if not v or any(d not in range(1, 8) for d in v):
-            raise ValueError("days are ISO weekdays 1 (Monday) to 7 (Sunday), at least one")
-        return v
+    _days = field_validator("days")(classmethod(lambda cls, v: _weekdays(v)))
 
 
 class Deadline(_Model):
@@ -195,10 +201,7 @@ class Deadline(_Model):
 
     _times = field_validator("escalate_at", "workday_end")(classmethod(lambda cls, v: _clock(v)))
 
-    @field_validator("tz")
-    @classmethod
-    def _zone(cls, v: str) -> str:
-        return QuietHours._zone(v)
+    _tz = field_validator("tz")(classmethod(lambda cls, v: _zone(v)))
 
     _rules = field_validator("disabled")(classmethod(lambda cls, v: _known_rules(v, DEADLINE_RULES)))
 
@@ -227,7 +230,7 @@ class Membership(_Model):
     tz: str = "Asia/Shanghai"
 
     _rules = field_validator("disabled")(classmethod(lambda cls, v: _known_rules(v, MEMBERSHIP_RULES)))
-    _days = field_validator("working_days")(classmethod(lambda cls, v: WorkingHours._days(v)))
+    _days = field_validator("working_days")(classmethod(lambda cls, v: _weekdays(v)))
 
     @field_validator("nickname", mode="before")
     @classmethod
@@ -239,20 +242,9 @@ class Membership(_Model):
             compile_template(t)  # raises ValueError naming what is wrong
         return v
 
-    @field_validator("name_pattern")
-    @classmethod
-    def _pattern(cls, v: str | None) -> str | None:
-        if v is not None:
-            try:
-                re.compile(v)
-            except re.error as exc:
-                raise ValueError(f"bad regular expression {v!r}: {exc}") from None
-        return v
+    _pattern = field_validator("name_pattern")(classmethod(lambda cls, v: v if v is None else _regex(v)))
 
-    @field_validator("tz")
-    @classmethod
-    def _zone(cls, v: str) -> str:
-        return QuietHours._zone(v)
+    _tz = field_validator("tz")(classmethod(lambda cls, v: _zone(v)))
 
     def enabled(self, rule: str) -> bool:
         return rule not in self.disabled

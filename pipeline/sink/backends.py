@@ -33,6 +33,11 @@ def _first_lines(exc: BaseException) -> str:
     return str(exc).split("Stack trace:")[0].strip()
 
 
+def quote(text: str) -> str:
+    """Text as the inside of a ClickHouse string literal ('…')."""
+    return text.replace("\\", "\\\\").replace("'", "\\'")
+
+
 def parse_version(text: str) -> tuple[int, ...]:
     return tuple(int(p) for p in re.findall(r"\d+", text)[:3])
 

@@ -23,7 +23,7 @@ from collections import OrderedDict
 
 from pipeline.config import SinkConfig
 from pipeline.processor import Batch
-from pipeline.sink.backends import Backend, BackendError
+from pipeline.sink.backends import Backend, BackendError, quote
 from schemas.rows import TABLES
 
 log = logging.getLogger("qunguard.sink")
@@ -97,7 +97,7 @@ class ClickHouseSink:
         db = self.backend.database
         for table, columns in TABLES.items():
             conds = " OR ".join(
-                f"(src_topic = '{_quote(t)}' AND src_partition = {int(p)} AND src_offset >= {int(o)})"
+                f"(src_topic = '{quote(t)}' AND src_partition = {int(p)} AND src_offset >= {int(o)})"
                 for (t, p), o in check.items())
             sql = f"SELECT {columns[0]} FROM {db}.{table} WHERE {conds}"
             stored[table] = {r[0] for r in self._retry(lambda sql=sql: self.backend.query(sql))}
@@ -151,7 +151,3 @@ class ClickHouseSink:
 
     def stop(self) -> None:
         self._stop.set()
-
-
-def _quote(s: str) -> str:
-    return s.replace("\\", "\\\\").replace("'", "\\'")

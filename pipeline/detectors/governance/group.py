@@ -3,7 +3,7 @@
 State per group (plain JSON):
 
     {"org": org_id, "m": {user_id: [nickname, role]},        # who is in the group (membership.py)
-     "name": str | None, "owner": user_id | None, "reg": bool | None,
+     "name": str | None, "owner": user_id | None,
      "tmp": bool, "ends": ms | None, "ends_ev": event_id,    # a temporary group and its end
      "last": [ts, msg_id],                                   # the last message (or the creation)
      "flag": {rule: what was reported}}                      # one finding per episode
@@ -56,7 +56,7 @@ class GroupDetector:
 
     def on_event(self, event: dict[str, Any], state: Any, tokens: list[str]) -> tuple[list[dict], Any]:
         if state is None:
-            state = {"org": event["org_id"], "m": {}, "name": None, "owner": None, "reg": None, "tmp": False,
+            state = {"org": event["org_id"], "m": {}, "name": None, "owner": None, "tmp": False,
                      "ends": None, "ends_ev": "", "last": [event["ts"], event["event_id"]], "flag": {}}
         kind = event["kind"]
         if kind == "message":
@@ -125,7 +125,6 @@ class GroupDetector:
         flag = state["flag"]
         owner = state["owner"] or ""
         if event["registered"] is not None:
-            state["reg"] = event["registered"]
             if event["registered"]:
                 flag.pop("group.unregistered", None)
             elif "group.unregistered" not in flag and cfg.enabled("group.unregistered"):
