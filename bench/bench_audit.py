@@ -27,10 +27,10 @@ from pipeline.audit import audit_members  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 from pipeline.detectors.governance.group import GroupDetector  # noqa: E402
 from pipeline.detectors.governance.member import MemberDetector  # noqa: E402
+from pipeline.devtools.simulate import Simulator  # noqa: E402
 from pipeline.engine import Engine  # noqa: E402
 from pipeline.policy import Policy  # noqa: E402
 from pipeline.processor import Processor  # noqa: E402
-from pipeline.simulate import Simulator  # noqa: E402
 from pipeline.sink.backends import connect  # noqa: E402
 from pipeline.sink.migrate import migrate  # noqa: E402
 from pipeline.sink.writer import ClickHouseSink  # noqa: E402

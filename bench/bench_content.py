@@ -23,8 +23,8 @@ import jieba  # noqa: E402
 
 from pipeline.detectors.content.detector import ContentDetector  # noqa: E402
 from pipeline.detectors.content.lexicon import matcher_for  # noqa: E402
+from pipeline.devtools.simulate import Simulator  # noqa: E402
 from pipeline.policy import Policy  # noqa: E402
-from pipeline.simulate import Simulator  # noqa: E402
 from pipeline.text.normalize import fold  # noqa: E402
 from pipeline.text.tokenize import get_tokenizer  # noqa: E402
 from schemas.records import validate_event  # noqa: E402

@@ -26,9 +26,9 @@ import jieba  # noqa: E402
 import orjson  # noqa: E402
 
 from pipeline.detectors.flood import FloodDetector  # noqa: E402
+from pipeline.devtools.simulate import Simulator  # noqa: E402
 from pipeline.engine import Engine  # noqa: E402
 from pipeline.policy import Policy  # noqa: E402
-from pipeline.simulate import Simulator  # noqa: E402
 from schemas.records import validate_event  # noqa: E402
 
 T0 = 1_793_498_400_000 + 3_600_000

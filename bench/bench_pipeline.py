@@ -28,10 +28,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline.config import config_env, load_config  # noqa: E402
-from pipeline.devservices import start_tansu  # noqa: E402
+from pipeline.devtools.devservices import start_tansu  # noqa: E402
+from pipeline.devtools.produce import produce, wait_drained  # noqa: E402
+from pipeline.devtools.simulate import Simulator  # noqa: E402
 from pipeline.kafka import ensure_topics  # noqa: E402
-from pipeline.produce import produce, wait_drained  # noqa: E402
-from pipeline.simulate import Simulator  # noqa: E402
 
 STORED = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\].*stored batch: records=(\d+) rows=(\d+)")
 

@@ -60,8 +60,8 @@ def cmd_worker(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_produce(cfg: Config, args: argparse.Namespace) -> int:
+    from pipeline.devtools.produce import file_records, produce
     from pipeline.kafka import ensure_topics
-    from pipeline.produce import file_records, produce
 
     ensure_topics(cfg)
     with open(args.file, "rb") as fh:
@@ -72,20 +72,20 @@ def cmd_produce(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(cfg: Config, args: argparse.Namespace) -> int:
-    from pipeline.simulate import Simulator
+    from pipeline.devtools.simulate import Simulator
 
     sim = Simulator(orgs=args.orgs, groups=args.groups, members=args.members, seed=args.seed)
     records = sim.records(args.events, malformed=args.malformed, envelope=args.envelope)
     if args.kafka:
+        from pipeline.devtools.produce import produce
         from pipeline.kafka import ensure_topics
-        from pipeline.produce import produce
 
         if not cfg.kafka.url:
             raise ConfigError("config: kafka.url: required for --kafka (set QG_KAFKA_URL)")
         ensure_topics(cfg)
         produce(cfg, records, rate=args.rate, total=args.events, show_progress=not args.quiet)
         return 0
-    from pipeline.produce import progress_bar
+    from pipeline.devtools.produce import progress_bar
 
     out = open(args.out, "wb") if args.out else sys.stdout.buffer
     try:
@@ -176,7 +176,7 @@ def cmd_audit(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_demo(cfg: Config, args: argparse.Namespace) -> int:
-    from pipeline.demo import run_demo
+    from pipeline.devtools.demo import run_demo
 
     run_demo(cfg, seconds=args.seconds, rate=args.rate, seed=args.seed)
     return 0
@@ -186,7 +186,7 @@ def cmd_services(cfg: Config, args: argparse.Namespace) -> int:
     import tempfile
     from pathlib import Path
 
-    from pipeline import devservices
+    from pipeline.devtools import devservices
 
     start = {"kafka": devservices.start_kafka, "clickhouse": devservices.start_clickhouse,
              "tansu": devservices.start_tansu}[args.service]

@@ -8,4 +8,4 @@ if ! command -v clickhouse-server >/dev/null 2>&1; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq clickhouse-server clickhouse-client >/dev/null
 fi
-.venv/bin/python -c "from pipeline.devservices import kafka_libs; print('kafka jars:', kafka_libs())"
+.venv/bin/python -c "from pipeline.devtools.devservices import kafka_libs; print('kafka jars:', kafka_libs())"

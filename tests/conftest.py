@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import devservices
 from pipeline.config import Config, config_env, load_config
+from pipeline.devtools import devservices
 from pipeline.sink.backends import connect
 
 ROOT = Path(__file__).resolve().parents[1]

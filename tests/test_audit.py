@@ -15,12 +15,12 @@ import pytest
 from pipeline.audit import PROBLEMS, audit_members
 from pipeline.cli import main
 from pipeline.config import config_env
+from pipeline.devtools.produce import produce, wait_drained
+from pipeline.devtools.simulate import Simulator
 from pipeline.engine import Engine
 from pipeline.kafka import ensure_topics
 from pipeline.policy import Policy
 from pipeline.processor import Processor
-from pipeline.produce import produce, wait_drained
-from pipeline.simulate import Simulator
 from pipeline.sink.backends import connect
 from pipeline.sink.migrate import migrate
 from pipeline.sink.writer import ClickHouseSink

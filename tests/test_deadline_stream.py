@@ -10,9 +10,9 @@ import orjson
 import pytest
 from kafka import KafkaConsumer
 
+from pipeline.devtools.produce import produce
+from pipeline.devtools.simulate import Record
 from pipeline.kafka import bootstrap, ensure_topics
-from pipeline.produce import produce
-from pipeline.simulate import Record
 from pipeline.sink.backends import connect
 from pipeline.sink.migrate import migrate
 from tests.conftest import Worker, count, make_config, server_url, unique, wait_for

@@ -12,10 +12,10 @@ import orjson
 import pytest
 from kafka import KafkaConsumer
 
+from pipeline.devtools.produce import produce, wait_drained
+from pipeline.devtools.simulate import Simulator
 from pipeline.kafka import bootstrap, ensure_topics
-from pipeline.produce import produce, wait_drained
 from pipeline.replay import replay
-from pipeline.simulate import Simulator
 from pipeline.sink.backends import connect
 from pipeline.sink.migrate import migrate
 from tests.conftest import Worker, count, make_config, server_url, unique, wait_for

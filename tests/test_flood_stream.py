@@ -9,9 +9,9 @@ import itertools
 import orjson
 import pytest
 
+from pipeline.devtools.produce import produce, wait_drained
+from pipeline.devtools.simulate import Record
 from pipeline.kafka import ensure_topics
-from pipeline.produce import produce, wait_drained
-from pipeline.simulate import Record
 from pipeline.sink.backends import connect
 from pipeline.sink.migrate import migrate
 from tests.conftest import Worker, count, make_config, server_url, unique, wait_for

@@ -35,7 +35,7 @@ def test_huge_and_control_character_text():
 
 
 def test_fast_fold_equals_normalize_on_simulated_chatter():
-    from pipeline.simulate import Simulator
+    from pipeline.devtools.simulate import Simulator
     from pipeline.text.normalize import fold
 
     sim = Simulator(seed=9)

@@ -3,8 +3,8 @@ import sys
 
 import orjson
 
+from pipeline.devtools.simulate import Simulator
 from pipeline.replay import replay
-from pipeline.simulate import Simulator
 from schemas.records import validate_event
 
 

@@ -7,10 +7,10 @@ import orjson
 import pytest
 
 from pipeline.config import SinkConfig, load_config
-from pipeline.devservices import start_clickhouse
+from pipeline.devtools.devservices import start_clickhouse
+from pipeline.devtools.simulate import Simulator
 from pipeline.ingest import Decoded
 from pipeline.processor import Batch, Processor
-from pipeline.simulate import Simulator
 from pipeline.sink.backends import connect
 from pipeline.sink.migrate import migrate
 from pipeline.sink.writer import ClickHouseSink

@@ -17,10 +17,10 @@ from rich.table import Table
 
 from pipeline.audit import PROBLEMS, audit_members
 from pipeline.config import Config, config_env
-from pipeline.devservices import Service, start_tansu
+from pipeline.devtools.devservices import Service, start_tansu
+from pipeline.devtools.produce import produce, wait_drained
+from pipeline.devtools.simulate import Simulator
 from pipeline.kafka import ensure_topics
-from pipeline.produce import produce, wait_drained
-from pipeline.simulate import Simulator
 from pipeline.sink.backends import connect
 from schemas.rows import TABLES
 

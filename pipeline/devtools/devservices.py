@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 KAFKA_VERSION = "3.9.1"
 CACHE = Path(os.environ.get("QG_CACHE_DIR", Path.home() / ".cache" / "qunguard"))
 

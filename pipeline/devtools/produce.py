@@ -10,8 +10,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from pipeline.config import Config
+from pipeline.devtools.simulate import Record
 from pipeline.kafka import bootstrap, producer
-from pipeline.simulate import Record
 
 
 def file_records(lines: Iterable[bytes], envelope: int = 1) -> Iterator[Record]:

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 import yaml
 
-VOCAB_FILE = Path(__file__).parent / "data" / "simulate.yaml"
+VOCAB_FILE = Path(__file__).resolve().parents[1] / "data" / "simulate.yaml"
 START_TS = 1_793_498_400_000  # 2026-11-02 09:00 Asia/Shanghai, a Monday
 
 

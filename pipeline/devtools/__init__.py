@@ -1,0 +1,1 @@
+"""Developer tools: embedded services, simulated traffic, the producer and the demo."""
