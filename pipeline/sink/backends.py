@@ -88,7 +88,13 @@ class ChdbBackend:
     """chDB: ClickHouse in this process, one directory as the database (the embedded default)."""
 
     def __init__(self, url: str) -> None:
-        from chdb import session
+        try:
+            from chdb import session
+        except ImportError as exc:
+            from pipeline.config import ConfigError
+
+            raise ConfigError(f"config: clickhouse.url: {url} needs the embedded extra "
+                              "(pip install 'qunguard[embedded]')") from exc
 
         rest = url[len("chdb:"):]
         path, _, query = rest.partition("?")
