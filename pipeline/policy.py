@@ -31,7 +31,7 @@ import re
 from datetime import time
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -323,16 +323,16 @@ class Policy:
         return found
 
     def content_for(self, org_id: str, group_id: str) -> Content:
-        return self.section_for("content", org_id, group_id)
+        return cast(Content, self.section_for("content", org_id, group_id))
 
     def flood_for(self, org_id: str, group_id: str) -> Flood:
-        return self.section_for("flood", org_id, group_id)
+        return cast(Flood, self.section_for("flood", org_id, group_id))
 
     def deadline_for(self, org_id: str, group_id: str) -> Deadline:
-        return self.section_for("deadline", org_id, group_id)
+        return cast(Deadline, self.section_for("deadline", org_id, group_id))
 
     def membership_for(self, org_id: str, group_id: str) -> Membership:
-        return self.section_for("membership", org_id, group_id)
+        return cast(Membership, self.section_for("membership", org_id, group_id))
 
 
 def resolve(base_dir: Path, name: str) -> Path:

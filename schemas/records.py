@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 PLATFORMS = ("wechat", "wecom", "qq", "dingtalk", "feishu")
 ROLES = ("owner", "admin", "member")
@@ -152,7 +152,7 @@ def validate_event(obj: Any, max_text_chars: int = 100_000) -> dict[str, Any]:
     """Return the event with defaults filled and unknown fields under `extra`, or raise SchemaError."""
     if not isinstance(obj, dict):
         raise SchemaError(f"event: expected a JSON object, got {type(obj).__name__}")
-    kind = obj.get("kind")
+    kind: Any = obj.get("kind")
     spec = _SPEC.get(kind) if isinstance(kind, str) else None
     if spec is None:
         if kind is None:
@@ -181,8 +181,8 @@ def event_key(event: dict[str, Any]) -> str:
     """Kafka key: the group for group-scoped kinds, the user for roster and membership facts (they
     meet on the user's partition), the org otherwise."""
     if event["kind"] == "membership":
-        return event["user_id"]
-    return event.get("group_id") or event.get("user_id") or event["org_id"]
+        return cast(str, event["user_id"])
+    return cast(str, event.get("group_id") or event.get("user_id") or event["org_id"])
 
 
 # --- findings (SPEC §3) ---------------------------------------------------------------------

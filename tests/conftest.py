@@ -125,3 +125,31 @@ def count(cfg: Config, sql: str) -> int:
         return int(backend.query(sql.format(db=backend.database))[0][0])
     finally:
         backend.close()
+
+
+# Test tiers (markers registered in pyproject.toml; `make test-unit`, `make check`, …). Each test gets
+# one, from where it lives and the services it asks for, first match wins: tests/faults/ → faults; the
+# kafka, tansu or workers fixtures → e2e; clickhouse → integration; otherwise unit. Two cases the
+# fixtures miss: a test marked `slow` (it runs a whole pipeline itself, e.g. `qunguard demo`) is e2e,
+# and a test that starts a service itself (devservices.start_*) takes that service's tier.
+_E2E_FIXTURES = frozenset({"kafka", "tansu", "workers"})
+_STARTERS = {"start_kafka": "e2e", "start_tansu": "e2e", "start_clickhouse": "integration"}
+
+
+def _tier(item: pytest.Item, faults_dir: Path) -> str:
+    fixtures = set(getattr(item, "fixturenames", ()))
+    code = getattr(getattr(item, "function", None), "__code__", None)
+    started = {tier for name, tier in _STARTERS.items() if code is not None and name in code.co_names}
+    if faults_dir in Path(str(item.path)).resolve().parents:
+        return "faults"
+    if fixtures & _E2E_FIXTURES or item.get_closest_marker("slow") or "e2e" in started:
+        return "e2e"
+    if "clickhouse" in fixtures or "integration" in started:
+        return "integration"
+    return "unit"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    faults_dir = Path(__file__).resolve().parent / "faults"
+    for item in items:
+        item.add_marker(getattr(pytest.mark, _tier(item, faults_dir)))

@@ -32,7 +32,7 @@ def run_demo(cfg: Config, seconds: float = 30.0, rate: float = 1500.0, seed: int
     console = console or Console()
     home = Path(".qunguard/demo")
     services: list[Service] = []
-    worker = None
+    worker: subprocess.Popen[bytes] | None = None
     try:
         if not cfg.kafka.url:
             console.print("[dim]no kafka.url configured: starting the embedded Tansu broker[/]")
@@ -47,14 +47,14 @@ def run_demo(cfg: Config, seconds: float = 30.0, rate: float = 1500.0, seed: int
             cfg = cfg.model_copy(update={"clickhouse": cfg.clickhouse.model_copy(
                 update={"url": f"chdb:{home / 'chdb'}"})})
         ensure_topics(cfg)
-        worker = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker"], env=config_env(cfg))
+        worker = proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker"], env=config_env(cfg))
         n = int(seconds * rate)
         sim = Simulator(orgs=3, groups=90, members=15, seed=seed)
         console.print(f"[bold]simulating[/] {n:,} events over ~{seconds:.0f}s into {cfg.topic('events')}")
         ends = produce(cfg, sim.records(n, malformed=max(1, n // 1000), envelope=20), rate=rate, total=n)
         console.print("[dim]waiting for the worker to store everything…[/]")
-        if not wait_drained(cfg, ends, timeout=180, alive=lambda: worker.poll() is None):
-            raise RuntimeError(f"the worker did not store everything (exit code {worker.poll()})")
+        if not wait_drained(cfg, ends, timeout=180, alive=lambda: proc.poll() is None):
+            raise RuntimeError(f"the worker did not store everything (exit code {proc.poll()})")
         # The member rules apply their queued facts at the worker's timer, once it has caught up.
         console.print("[dim]letting the worker's timers run…[/]")
         time.sleep(2 * cfg.worker.timer_seconds + 3)

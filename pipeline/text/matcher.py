@@ -40,7 +40,7 @@ class Match:
 class Matcher:
     def __init__(self, terms: Iterable[Term], allow: Iterable[str] = ()) -> None:
         self._auto = ahocorasick.Automaton()
-        entries: dict[str, list] = {}
+        entries: dict[str, list[tuple[str, Term | str]]] = {}
         for t in terms:
             key = normalize_term(t.term)
             if key and ("term", t) not in entries.get(key, ()):  # the same term from two sources, once

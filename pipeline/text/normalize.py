@@ -81,7 +81,7 @@ def normalize_term(term: str) -> str:
     return normalize(term).text
 
 
-class _FoldTable(dict):
+class _FoldTable(dict[int, str]):
     """str.translate table filled on first sight of each character (C-speed lookups after that)."""
 
     def __missing__(self, code: int) -> str:
@@ -94,7 +94,7 @@ _TABLE = _FoldTable()
 _REPEATS = re.compile(r"(\D)\1+")
 
 
-def _first(m: re.Match) -> str:
+def _first(m: re.Match[str]) -> str:
     return m.group(1)
 
 
