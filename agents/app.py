@@ -1,19 +1,83 @@
-"""The Faust application: settings from qunguard's config, topics, and the agents wired in."""
+"""The Faust application, and the only module that imports Faust.
+
+Thin wiring: the events topic's records go to the delivery path (pipeline/delivery/path.py), whose
+steps are plain Python; `FaustPorts` does for it what needs Kafka (publish, save detector state to
+the changelogs, commit, seek, committed offsets, lag). Every call into Faust's private API is in
+`FaustPorts`, and tests/test_faust_adapter.py fails if Faust changes any of them.
+
+Faust's own offset tracking is switched off: records are never acked (so Faust never commits and
+never waits for acks at a rebalance or a shutdown, `stream_wait_empty=False`), and the path
+commits what it stored.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import faulthandler
+import gc
+import logging
 import os
+import signal
+import threading
+import time
+from collections.abc import Awaitable, Callable, Collection
 from pathlib import Path
+from typing import Any
 
 import faust
+import orjson
+from faust.types import TP as FaustTP
 
+from agents.stores import TableStore, create_stores
 from pipeline.config import Config
+from pipeline.delivery.logs import install_rate_limit
+from pipeline.delivery.order import TP
+from pipeline.delivery.path import DeliveryPath, Record, StateSnapshot
+from pipeline.engine import Engine
+from pipeline.kafka import committed_offsets
+from pipeline.policy import load_policy
+from pipeline.processor import Batch, Processor
+from pipeline.sink.backends import connect
+from pipeline.sink.migrate import migrate
+from pipeline.sink.writer import ClickHouseSink
+from schemas.records import event_key
+from schemas.rows import deadletter_message
+
+log = logging.getLogger("qunguard.agent")
+
+# Records per take: with envelopes of up to 100 events, a take is a few thousand events; detection
+# runs in a thread, so the event loop (and the consumer's heartbeats) never wait for it.
+TAKE_RECORDS = 200
+FORWARD_HEADER = "qg-origin"
+SHUTDOWN_SECONDS = 8.0  # what a stopping worker gives its last write before it leaves it to the next
+HARD_EXIT_SECONDS = 25.0  # a stop that still hangs after this (a broker gone) ends the process
 
 
-def create_app(cfg: Config) -> faust.App:
+class QunguardApp(faust.App):
+    """Faust's App with one hook before Faust stops the consumer: the path stores what it took."""
+
+    before_stop: Callable[[], Awaitable[None]] | None = None
+
+    async def on_stop(self) -> None:
+        if self.before_stop is not None:
+            watchdog = threading.Timer(HARD_EXIT_SECONDS, _hard_exit)
+            watchdog.daemon = True
+            watchdog.start()
+            await self.before_stop()
+        await super().on_stop()
+
+
+def _hard_exit() -> None:
+    log.error("still stopping after %.0fs; exiting (nothing uncommitted is lost: it is read again)",
+              HARD_EXIT_SECONDS)
+    logging.shutdown()
+    os._exit(1)
+
+
+def create_app(cfg: Config) -> QunguardApp:
     session = cfg.kafka.session_timeout_seconds
     Path(cfg.worker.data_dir).mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    app = QunguardApp(
         cfg.worker.app_id,
         broker=cfg.kafka.url,
         value_serializer="raw",
@@ -25,15 +89,179 @@ def create_app(cfg: Config) -> faust.App:
         broker_session_timeout=session,
         broker_heartbeat_interval=max(session / 5, 0.5),
         broker_rebalance_timeout=max(session * 3, 30.0),
-        broker_commit_interval=1.0,
+        broker_commit_interval=3600.0,  # Faust commits nothing (nothing is acked); the path commits
+        stream_wait_empty=False,
         producer_max_request_size=cfg.kafka.max_message_bytes,
         consumer_max_fetch_size=cfg.kafka.max_message_bytes * 2,
         stream_buffer_maxsize=2048,
         # Detector state lives in memory and is recovered from its changelog; a standby copy would
-        # double the memory for a faster failover (agents/tables.py).
+        # double the memory for a faster failover (agents/stores.py).
         table_standby_replicas=0,
     )
-    from agents.ingest import register
-
     register(app, cfg)
     return app
+
+
+class FaustPorts:
+    """What the delivery path needs from Kafka, done through Faust (pipeline.delivery.path.Ports)."""
+
+    def __init__(self, app: faust.App, cfg: Config, stores: dict[str, TableStore]) -> None:
+        self.app = app
+        self.cfg = cfg
+        self.stores = stores
+        p = cfg.kafka.partitions
+        self.events = app.topic(cfg.topic("events"), partitions=p)
+        self.findings = app.topic(cfg.topic("findings"), partitions=p)
+        self.dead = app.topic(cfg.topic("deadletter"), partitions=p)
+        self.alerts = app.topic(cfg.topic("alerts"), partitions=p)
+
+    async def start_offsets(self, tps: Collection[TP]) -> dict[TP, int | None]:
+        committed = await asyncio.to_thread(committed_offsets, self.cfg, self.cfg.worker.app_id, list(tps))
+        return {tp: committed.get(tp) for tp in tps}
+
+    async def publish(self, batch: Batch) -> None:
+        for dl in batch.dead:
+            await self.dead.send(key=dl["dl_id"].encode(), value=orjson.dumps(deadletter_message(dl)))
+        for f in batch.findings:
+            await self.findings.send(key=(f["group_id"] or f["org_id"]).encode(), value=orjson.dumps(f))
+        for a in batch.alerts:
+            await self.alerts.send(key=a["group_id"].encode(), value=orjson.dumps(a))
+        for ev in batch.forward:
+            await self.events.send(key=event_key(ev).encode(), value=orjson.dumps(ev),
+                                   headers={FORWARD_HEADER: b"forward"})
+        await self.app.producer.flush()  # acknowledged before the rows that explain them are written
+
+    def snapshot_state(self) -> StateSnapshot:
+        return {name: snap for name, store in self.stores.items() if (snap := store.snapshot())}
+
+    async def save_state(self, snapshot: StateSnapshot) -> None:
+        for name, keys in snapshot.items():
+            await self.stores[name].save(keys)
+        await self.app.producer.flush()
+
+    async def commit(self, offsets: dict[TP, int]) -> None:
+        # Private: Faust's public commit follows acked messages, which this worker does not use.
+        await self.app.consumer._commit_offsets({FaustTP(t, p): o for (t, p), o in offsets.items()})  # noqa: SLF001
+
+    async def seek(self, tp: TP, offset: int) -> None:
+        await self.app.consumer.seek(FaustTP(*tp), offset)
+
+    def owned(self) -> set[int]:
+        name = self.events.get_topic_name()
+        return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == name}
+
+    def highwaters(self, partitions: Collection[int]) -> dict[TP, int | None]:
+        name = self.events.get_topic_name()
+        out: dict[TP, int | None] = {}
+        for p in partitions:
+            try:
+                out[(name, p)] = self.app.consumer.highwater(FaustTP(name, p))
+            except Exception:  # noqa: BLE001 -- not fetched yet: not known to be caught up
+                out[(name, p)] = None
+        return out
+
+
+def register(app: QunguardApp, cfg: Config) -> DeliveryPath:
+    backend = connect(cfg.clickhouse.url)
+    migrate(backend)
+    engine = Engine(load_policy(cfg.policy.file))
+    stores = create_stores(app, [d.name for d in engine.detectors], cfg.kafka.partitions)
+    engine.stores = dict(stores)
+    processor = Processor(cfg, engine)
+    ports = FaustPorts(app, cfg, stores)
+    sink = ClickHouseSink(backend, cfg.sink, timer_topic=processor.timer_topic)
+    path = DeliveryPath(processor, sink, ports,
+                        on_fatal=lambda exc: asyncio.ensure_future(app.crash(exc)) and None)
+    indexed: set[int] = set()  # partitions whose recovered state is in the engine's timer index
+    topic_name = ports.events.get_topic_name()
+
+    async def before_stop() -> None:
+        stored = await path.close(SHUTDOWN_SECONDS)
+        log.info("stopped: %s", "everything taken was stored" if stored else "the last write is read again")
+
+    app.before_stop = before_stop
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(app: faust.App, revoked: set[FaustTP], **kwargs: Any) -> None:
+        mine = [tp for tp in revoked if tp.topic == topic_name]
+        # What was taken from these partitions is stored and committed before the new owner reads
+        # them (bounded: with ClickHouse down the new owner reads them again, deduplicated there).
+        await path.drain(SHUTDOWN_SECONDS)
+        path.revoked([(tp.topic, tp.partition) for tp in mine])
+        gone = {tp.partition for tp in mine}
+        indexed.difference_update(gone)
+        engine.forget(gone)
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(app: faust.App, assigned: set[FaustTP], **kwargs: Any) -> None:
+        sink.expect_recovery()
+
+    @app.task
+    async def quiet_logs() -> None:
+        install_rate_limit()
+
+    @app.agent(ports.events)
+    async def ingest(stream: faust.StreamT) -> None:
+        async for events in stream.noack().noack_take(TAKE_RECORDS, within=cfg.sink.batch_seconds / 2):
+            await path.submit([
+                Record(e.message.value, e.message.topic, e.message.partition, e.message.offset,
+                       _forwarded(e.message.headers)) for e in events])
+
+    @app.timer(interval=max(cfg.sink.batch_seconds / 2, 0.1))
+    async def flush() -> None:
+        await path.flush()
+        await path.seek_holes()
+
+    @app.timer(interval=cfg.worker.timer_seconds)
+    async def timers() -> None:
+        """Deadlines and state release on the wall clock, the edge where it belongs. A timer waits
+        while the worker is behind (consumer lag above zero): a deadline must not fire before the
+        answers to it that are still in Kafka have been read."""
+        if app.in_recovery or app.rebalancing or path.broken is not None:
+            return  # a timer must see a group's whole state, not a changelog half read
+        owned = ports.owned()
+        unknown = [(topic_name, p) for p in owned if not path.gate.knows((topic_name, p))]
+        if unknown:
+            path.assigned(await ports.start_offsets(unknown))
+        if not path.gate.caught_up(ports.highwaters(owned)):
+            return
+        new = owned - indexed
+        if new:
+            async with path.lock:
+                for store in stores.values():
+                    store.keep_only(owned)
+                n = await asyncio.to_thread(engine.reindex, new)
+            indexed.update(new)
+            log.info("timer index: %d keys of partitions %s", n, sorted(new))
+        wall = int(time.time() * 1000)
+        # Caught up, the latest event time seen is a moment that has certainly come, too.
+        now = max(wall - int(cfg.worker.timer_grace_seconds * 1000), engine.watermark)
+        await path.tick(now, owned)
+
+    return path
+
+
+def run_worker(cfg: Config) -> int:
+    """`qunguard worker` (the `qunguard.commands` entry point `worker`)."""
+    from pipeline.kafka import ensure_topics
+
+    ensure_topics(cfg)
+    app = create_app(cfg)
+    # A worker makes millions of short-lived rows beside a large long-lived heap (jieba's dictionary,
+    # the lexicon automaton, caches): freeze what start-up built, so collections skip it, and
+    # collect young objects less often. Measured: a third less time building rows.
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+    # `kill -USR1 <pid>` prints every thread's stack to the log: how to see what a stuck worker waits on.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    worker = faust.Worker(app, loglevel=cfg.worker.log_level.upper(), quiet=True)
+    worker.execute_from_commandline()
+    return 0
+
+
+def _forwarded(headers: Any) -> bool:
+    """Whether the record was forwarded by qunguard (FORWARD_HEADER), as Faust hands headers over."""
+    if not headers:
+        return False
+    items = headers.items() if isinstance(headers, dict) else headers
+    return any(k == FORWARD_HEADER for k, _ in items)

@@ -78,8 +78,8 @@ def main() -> None:
     jieba_s = time.perf_counter() - began
     engine = Engine(Policy(), detectors=[GroupDetector(), MemberDetector()], loopback=True)
     began = time.perf_counter()
-    found = sum(len(engine.process(e, [])) for e in events)
-    found += len(engine.tick(events[-1]["ts"]))
+    found = sum(len(engine.process(e, []).findings) for e in events)
+    found += len(engine.tick(events[-1]["ts"]).findings)
     gov_s = time.perf_counter() - began
     print(f"events={len(events)} groups={args.groups} people={len(engine.stores['member'])} findings={found}")
     print(f"bare jieba.lcut over the {len(texts)} texts: {len(events) / jieba_s:,.0f} events/s of this data")

@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import jieba  # noqa: E402
 
+from pipeline.detectors import Context  # noqa: E402
 from pipeline.detectors.content.detector import ContentDetector  # noqa: E402
 from pipeline.detectors.content.lexicon import matcher_for  # noqa: E402
 from pipeline.devtools.simulate import Simulator  # noqa: E402
@@ -60,15 +61,15 @@ def main() -> None:
     detector = ContentDetector(policy)
     # Start-up work outside the timing, as in the worker: the automaton, and the tokenizer that
     # checks word boundaries for ambiguous terms (loading jieba's dictionary takes about a second).
-    detector.on_event(events[0], None, [])
+    detector.on_event(events[0], None, Context(0))
     get_tokenizer()
     found = []
-    t_content = timed(lambda: found.extend(f for e in events for f in detector.on_event(e, None, [])[0]))
+    t_content = timed(lambda: found.extend(f for e in events for f in detector.on_event(e, None, Context(0)).findings))
     print(f"content check (all rules): {len(texts) / t_content:,.0f} messages/s, {len(found):,} findings")
     seen: set[str] = set()
     distinct = [e for e in events if not (e["text"] in seen or seen.add(e["text"]))]
     cold = ContentDetector(policy)
-    t_cold = timed(lambda: [cold.on_event(e, None, []) for e in distinct])
+    t_cold = timed(lambda: [cold.on_event(e, None, Context(0)) for e in distinct])
     print(f"content check on distinct texts only (no repeat to remember): {len(distinct) / t_cold:,.0f} messages/s")
 
     matcher = matcher_for(policy.default.lexicon, policy.base_dir)

@@ -1,22 +1,29 @@
-"""Runs every detector over events in order, with state in any mutable mapping.
+"""Runs every detector over events, with state in any mutable mapping; the one place that knows
+about positions, redelivery and timers, so that no detector has to.
 
-The worker passes stores backed by Faust tables (changelog topics, keyed by group); `qunguard replay`
-passes dicts. One implementation, two drivers, identical findings.
+The worker passes stores backed by Faust tables (changelog topics, keyed by group); `qunguard
+replay` passes dicts. One implementation, two drivers, identical findings.
 
-Each stored value is an envelope: `{"s": the detector's state, "at": [partition, offset, index]}` of
-the last event applied. The worker needs `at` twice: the changelog entry goes to the partition the
-key's events come from (so whoever owns that partition after a rebalance recovers it), and after a
-crash the worker re-reads records its changelog already holds. For a detector whose state counts
-events (`guard_redelivery`), such a record is not applied again; the findings it made are sent
-again from `out` (same finding_id, so nothing is doubled downstream) in case they never got out.
+Each stored value is an envelope `{"v": state version, "s": the detector's state, "at": [partition,
+offset, index] of the last event applied}`. The delivery path (pipeline/delivery/) hands the engine
+each partition's records in offset order from the committed offset on, and the store reaches the
+changelog only after what the state produced is stored. So after a crash, a record at or before a
+key's `at` is already in that key's state and in storage: the engine skips it for that key. That is
+how every record is applied exactly once, for every detector, with no guard of their own.
+
+Timers: after every change the engine asks the detector when the key is next due and keeps that
+in a heap per partition; `tick(now)` visits only what is due, and a worker ticks only the
+partitions it owns.
 """
 
 from __future__ import annotations
 
+import heapq
+import logging
 from collections.abc import Collection, Iterable, MutableMapping
 from typing import Any
 
-from pipeline.detectors import Detector, Finding
+from pipeline.detectors import KEEP, Context, Detector, Outcome
 from pipeline.detectors.content.detector import ContentDetector
 from pipeline.detectors.deadline.detector import DeadlineDetector
 from pipeline.detectors.flood import FloodDetector
@@ -24,87 +31,163 @@ from pipeline.detectors.governance.group import GroupDetector
 from pipeline.detectors.governance.member import MemberDetector
 from pipeline.policy import Policy
 
+log = logging.getLogger("qunguard.engine")
+
 # The rule families, each built from the policy.
 DETECTORS: list[type] = [ContentDetector, FloodDetector, DeadlineDetector, GroupDetector, MemberDetector]
-OUT_KEEP = 8  # findings remembered per key for re-sending after a crash
+TICKS_PER_KEY = 4  # re-ticks of one key within one tick(now) call (a state that is due again at once)
 
 Position = tuple[int, int, int]  # partition, offset, index in a batch envelope
+Store = MutableMapping[str, Any]
 
 
 class Engine:
     def __init__(self, policy: Policy | None = None, detectors: Iterable[Detector] | None = None,
-                 stores: dict[str, MutableMapping[str, Any]] | None = None, loopback: bool = False) -> None:
+                 stores: dict[str, Store] | None = None, loopback: bool = False) -> None:
         policy = policy or Policy()
-        self.detectors = list(detectors if detectors is not None else (cls(policy) for cls in DETECTORS))
+        self.detectors: list[Detector] = list(
+            detectors if detectors is not None else (cls(policy) for cls in DETECTORS))
         stores = stores or {}
-        self.stores = {d.name: stores.get(d.name, {}) for d in self.detectors}
-        self._with_records = {d.name for d in self.detectors if hasattr(d, "take_records")}
-        self._with_events = {d.name for d in self.detectors if hasattr(d, "take_events")}
-        self._guarded = {d.name for d in self.detectors if getattr(d, "guard_redelivery", False)}
-        self.watermark = 0  # the latest event time seen: the clock for housekeeping ticks
-        # Rows beside the findings (notices, responses) that detectors hand over for ClickHouse.
-        self.records: list[tuple[str, dict[str, Any]]] = []
-        # Events a detector forwards to another key (governance/__init__.py). The worker sends them
-        # through Kafka to their key's partition; with `loopback` (replay) they are processed here.
+        self.stores: dict[str, Store] = {d.name: stores.get(d.name, {}) for d in self.detectors}
+        self.watermark = 0  # the latest event time seen
+        # Events a detector forwards to another key. The worker sends them through Kafka to their
+        # key's partition; with `loopback` (replay) they are processed here, in the same call.
         self.loopback = loopback
-        self.derived: list[dict[str, Any]] = []
+        # The due-time index: per partition a heap of (due, detector index, key); `_due` holds the
+        # live entry of each key (a heap entry that differs from it is stale and skipped).
+        self._heaps: dict[int | None, list[tuple[int, int, str]]] = {}
+        self._due: list[dict[str, int]] = [{} for _ in self.detectors]
 
-    def process(self, event: dict[str, Any], tokens: list[str], at: Position | None = None) -> list[Finding]:
+    # --- events -------------------------------------------------------------------------------
+
+    def process(self, event: dict[str, Any], tokens: list[str], at: Position | None = None) -> Outcome:
+        """Every detector that reads this event's kind; `at` is its position (None in replay)."""
         self.watermark = max(self.watermark, event["ts"])
-        findings: list[Finding] = []
-        for det in self.detectors:
-            if event["kind"] not in det.kinds:
+        result = Outcome()
+        ctx = Context(event["ts"], tokens)
+        kind = event["kind"]
+        for i, det in enumerate(self.detectors):
+            if kind not in det.kinds:
                 continue
             key = det.state_key(event)
             if key is None:
-                findings.extend(det.on_event(event, None, tokens)[0])
+                _merge(result, det.on_event(event, None, ctx))
                 continue
             store = self.stores[det.name]
             env = store.get(key)
-            guarded = det.name in self._guarded
-            if guarded and at is not None and env is not None and _applied(env["at"], at):
-                findings.extend(f for pos, found in env.get("out", ()) if tuple(pos) == at for f in found)
-                continue
-            found, new = det.on_event(event, env["s"] if env is not None else None, tokens)
-            findings.extend(found)
-            if det.name in self._with_records:
-                self.records.extend(det.take_records())
-            if det.name in self._with_events:
-                self.derived.extend(det.take_events())
+            if at is not None and env is not None and _applied(env["at"], at):
+                continue  # a record re-read after a restart: already in this state, and stored
+            state = self._state(det, key, env)
+            out = det.on_event(event, state, ctx)
+            _merge(result, out)
+            new = state if out.state is KEEP else out.state
             if new is None:
                 if env is not None:
                     del store[key]
                 continue
-            fresh: dict[str, Any] = {"s": new, "at": list(at) if at is not None else None}
-            if guarded:
-                out = env.get("out", []) if env is not None else []
-                fresh["out"] = (out + [[list(at), found]])[-OUT_KEEP:] if found and at is not None else out
-            store[key] = fresh  # always assign: a changelog entry is written on assignment
-        if self.loopback and self.derived:
-            derived, self.derived = self.derived, []
-            for ev in derived:
-                findings.extend(self.process(ev, []))
-        return findings
+            store[key] = {"v": det.state_version, "s": new, "at": list(at) if at is not None else None}
+            self._schedule(i, key, at[0] if at is not None else None, det.due(key, new))
+        if self.loopback and result.forward:
+            forwarded, result.forward = result.forward, []
+            for ev in forwarded:
+                _merge(result, self.process(ev, []))
+        return result
 
-    def tick(self, now: int, partitions: Collection[int] | None = None) -> list[Finding]:
-        """Timers at `now`; with `partitions`, only keys whose events come from those partitions
-        (a worker ticks the groups it owns, not what it still holds from before a rebalance)."""
-        findings: list[Finding] = []
-        for det in self.detectors:
-            store = self.stores[det.name]
-            for key in list(store.keys()):
-                env = store[key]
-                if partitions is not None and env["at"] is not None and env["at"][0] not in partitions:
+    # --- timers -------------------------------------------------------------------------------
+
+    def tick(self, now: int, partitions: Collection[int] | None = None) -> Outcome:
+        """What is due at `now`; with `partitions`, only keys whose events come from those."""
+        result = Outcome()
+        ctx = Context(now)
+        heaps = self._heaps if partitions is None else {p: self._heaps[p] for p in partitions if p in self._heaps}
+        ticked: dict[tuple[int, str], int] = {}
+        for partition, heap in heaps.items():
+            while heap and heap[0][0] <= now:
+                due, i, key = heapq.heappop(heap)
+                if self._due[i].get(key) != due:
+                    continue  # superseded by an earlier entry for the same key
+                del self._due[i][key]
+                det = self.detectors[i]
+                store = self.stores[det.name]
+                env = store.get(key)
+                if env is None:
                     continue
-                found, new = det.tick(now, key, env["s"])
-                findings.extend(found)
-                if det.name in self._with_records:
-                    self.records.extend(det.take_records())
-                if new is None:
+                n = ticked[(i, key)] = ticked.get((i, key), 0) + 1
+                out = det.tick(key, self._state(det, key, env), ctx)
+                _merge(result, out)
+                if out.state is None:
                     del store[key]
-                elif new is not env["s"] or found:
-                    store[key] = {**env, "s": new}
-        return findings
+                    continue
+                if out.state is not KEEP:
+                    env = store[key] = {**env, "v": det.state_version, "s": out.state}
+                nxt = det.due(key, env["s"])
+                if nxt is not None and nxt <= now and (out.state is KEEP or n >= TICKS_PER_KEY):
+                    log.warning("%s: %s is due again at once with nothing done; waiting for its next event",
+                                det.name, key)
+                    continue
+                self._schedule(i, key, partition, nxt)
+        return result
+
+    def reindex(self, partitions: Collection[int] | None = None) -> int:
+        """Rebuild the due-time index from the stores (after state was recovered from a changelog);
+        with `partitions`, only keys whose events come from those. Returns the keys indexed."""
+        n = 0
+        for i, det in enumerate(self.detectors):
+            for key, env in list(self.stores[det.name].items()):
+                partition = env["at"][0] if env.get("at") else None
+                if partitions is not None and partition not in partitions:
+                    continue
+                state = self._state(det, key, env)
+                if state is None:
+                    continue
+                self._schedule(i, key, partition, det.due(key, state))
+                n += 1
+        return n
+
+    def forget(self, partitions: Collection[int]) -> None:
+        """Drop the index of partitions this worker no longer owns."""
+        for p in partitions:
+            for _, i, key in self._heaps.pop(p, []):
+                self._due[i].pop(key, None)
+
+    def pending_timers(self) -> int:
+        return sum(len(d) for d in self._due)
+
+    # --- internals ----------------------------------------------------------------------------
+
+    def _schedule(self, i: int, key: str, partition: int | None, due: int | None) -> None:
+        if due is None:
+            return
+        current = self._due[i].get(key)
+        if current is not None and current <= due:
+            return  # the earlier entry fires first; the tick then asks again
+        self._due[i][key] = due
+        heapq.heappush(self._heaps.setdefault(partition, []), (due, i, key))
+
+    @staticmethod
+    def _state(det: Detector, key: str, env: dict[str, Any] | None) -> Any:
+        if env is None:
+            return None
+        version = env.get("v", 1)
+        if version == det.state_version:
+            return env["s"]
+        upgrade = getattr(det, "upgrade", None)
+        if upgrade is None:
+            log.warning("%s: state of %s has version %s, this build reads %s; starting afresh",
+                        det.name, key, version, det.state_version)
+            return None
+        return upgrade(env["s"], version)
+
+
+def _merge(into: Outcome, out: Outcome) -> None:
+    if out.findings:
+        into.findings.extend(out.findings)
+    if out.rows:
+        into.rows.extend(out.rows)
+    if out.forward:
+        into.forward.extend(out.forward)
+    if out.alerts:
+        into.alerts.extend(out.alerts)
 
 
 def _applied(last: list[int] | None, at: Position) -> bool:

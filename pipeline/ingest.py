@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from schemas.records import SchemaError, validate_event
+from schemas.records import INTERNAL_KINDS, SchemaError, validate_event
 from schemas.rows import Source, deadletter_record
 
 
@@ -21,7 +21,10 @@ class Decoded:
     dead: list[dict[str, Any]] = field(default_factory=list)
 
 
-def decode_record(raw: bytes | None, src: Source, max_text_chars: int, out: Decoded | None = None) -> Decoded:
+def decode_record(raw: bytes | None, src: Source, max_text_chars: int, out: Decoded | None = None,
+                  internal: bool = False) -> Decoded:
+    """`internal`: the record was forwarded by qunguard itself (only such records may hold the
+    internal kinds, INTERNAL_KINDS); anything a producer sends is validated as input."""
     out = out if out is not None else Decoded()
     if not raw:
         out.dead.append(deadletter_record(raw or b"", "empty record", src))
@@ -35,14 +38,26 @@ def decode_record(raw: bytes | None, src: Source, max_text_chars: int, out: Deco
         if not obj:
             out.dead.append(deadletter_record(raw, "empty batch envelope", src))
         for i, element in enumerate(obj):
-            _validate(element, Source(src.topic, src.partition, src.offset, i), max_text_chars, out, None)
+            _validate(element, Source(src.topic, src.partition, src.offset, i), max_text_chars, out, None, internal)
     else:
-        _validate(obj, src, max_text_chars, out, raw)
+        _validate(obj, src, max_text_chars, out, raw, internal)
     return out
 
 
-def _validate(obj: Any, src: Source, max_text_chars: int, out: Decoded, raw: bytes | None) -> None:
+def _validate(obj: Any, src: Source, max_text_chars: int, out: Decoded, raw: bytes | None, internal: bool) -> None:
     try:
-        out.events.append((validate_event(obj, max_text_chars), src))
+        event = validate_event(obj, max_text_chars)
+        if event["kind"] in INTERNAL_KINDS and not internal:
+            raise SchemaError(f"kind: {event['kind']!r} is qunguard's own (forwarded between its stages); "
+                              "producers cannot send it")
+        out.events.append((event, src))
     except SchemaError as exc:
-        out.dead.append(deadletter_record(raw if raw is not None else orjson.dumps(obj), str(exc), src))
+        out.dead.append(deadletter_record(raw if raw is not None else _element_bytes(obj), str(exc), src))
+
+
+def _element_bytes(obj: Any) -> bytes:
+    """The bytes of one bad element of an envelope, for its dead letter (even when too deep to dump)."""
+    try:
+        return orjson.dumps(obj)
+    except orjson.JSONEncodeError:
+        return repr(obj)[:1_000_000].encode("utf-8", "backslashreplace")

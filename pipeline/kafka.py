@@ -52,3 +52,32 @@ def producer(cfg: Config):
         bootstrap_servers=bootstrap(cfg.kafka.url), acks="all", linger_ms=20,
         batch_size=1 << 20, max_request_size=cfg.kafka.max_message_bytes, retries=10,
     )
+
+
+def committed_offsets(cfg: Config, group: str, tps: list[tuple[str, int]]) -> dict[tuple[str, int], int | None]:
+    """Where `group` resumes on each partition: its committed offset, or where the log begins when
+    nothing was committed (the worker reads from the earliest record). Blocking; kafka-python."""
+    from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+
+    servers = bootstrap(cfg.kafka.url)
+    admin = KafkaAdminClient(bootstrap_servers=servers, client_id="qunguard-offsets")
+    try:
+        committed = admin.list_consumer_group_offsets(group)
+    finally:
+        admin.close()
+    out: dict[tuple[str, int], int | None] = {}
+    missing = []
+    for topic, partition in tps:
+        meta = committed.get(TopicPartition(topic, partition))
+        if meta is not None and meta.offset >= 0:
+            out[(topic, partition)] = meta.offset
+        else:
+            missing.append(TopicPartition(topic, partition))
+    if missing:
+        consumer = KafkaConsumer(bootstrap_servers=servers, client_id="qunguard-offsets")
+        try:
+            for tp, offset in consumer.beginning_offsets(missing).items():
+                out[(tp.topic, tp.partition)] = offset
+        finally:
+            consumer.close()
+    return out

@@ -1,11 +1,14 @@
-"""One stage from Kafka records to what the sink writes: decode, validate, tokenize, detect.
+"""The detect step, from records to what the sink writes: decode, validate, tokenize, run the engine.
 
-The worker's agent and the benchmarks call `Processor.process` on a batch of records; it is plain
-Python with no Faust or ClickHouse in it.
+Plain Python with no Faust or ClickHouse in it: the worker's delivery path (pipeline/delivery/),
+the benchmarks and the tests call `Processor.process` on a batch of records. Whatever a record
+holds, it ends as rows or as a dead letter with the reason: an event that makes a detector fail is
+a dead letter too ("detector error"), and the records after it go on.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +19,19 @@ from pipeline.engine import Engine
 from pipeline.ingest import Decoded, decode_record
 from pipeline.policy import load_policy
 from pipeline.text.tokenize import get_tokenizer
-from schemas.rows import TABLES, Source, deadletter_row, detector_row, finding_row, message_row, raw_row
+from schemas.rows import (
+    TABLES,
+    Source,
+    deadletter_record,
+    deadletter_row,
+    detector_row,
+    dumps,
+    finding_row,
+    message_row,
+    raw_row,
+)
+
+log = logging.getLogger("qunguard.processor")
 
 
 @dataclass
@@ -39,29 +54,39 @@ class Processor:
         t = cfg.tokenizer
         self.tokenizer = get_tokenizer(hmm=t.hmm, user_dict=t.user_dict, cache_size=t.cache_size)
         self.engine = engine or Engine(load_policy(cfg.policy.file))
+        self.timer_topic = cfg.topic("timer")
 
-    def process(self, records: Iterable[tuple[bytes | None, Source]]) -> Batch:
+    def process(self, records: Iterable[tuple[bytes | None, Source] | tuple[bytes | None, Source, bool]]) -> Batch:
+        """Records as (value, source[, internal]); `internal` marks qunguard's own forwarded facts."""
         decoded = Decoded()
-        for raw, src in records:
-            decode_record(raw, src, self.cfg.ingest.max_text_chars, decoded)
+        limit = self.cfg.ingest.max_text_chars
+        for rec in records:
+            decode_record(rec[0], rec[1], limit, decoded, internal=bool(rec[2]) if len(rec) > 2 else False)
         batch = Batch()
         rows = batch.rows
         tokenize = self.tokenizer.tokens
+        engine = self.engine
         for event, src in decoded.events:
+            try:
+                tokens = tokenize(event["text"]) if event["kind"] == "message" else []
+                out = engine.process(event, tokens, (src.partition, src.offset, src.index))
+            except Exception as exc:  # a bug met by one event must not stop everyone else's
+                log.exception("detector error on %s", event.get("event_id"))
+                dl = deadletter_record(dumps(event).encode(), f"detector error: {type(exc).__name__}: {exc}", src)
+                rows["deadletter"].append(deadletter_row(dl))
+                batch.dead.append(dl)
+                continue
             if event["kind"] != "membership":  # qunguard's own forwarded facts are not input
                 rows["raw_events"].append(raw_row(event, src))
-            tokens: list[str] = []
             if event["kind"] == "message":
-                tokens = tokenize(event["text"])
                 rows["messages"].append(message_row(event, tokens, src))
-            for finding in self.engine.process(event, tokens, (src.partition, src.offset, src.index)):
+            for finding in out.findings:
                 rows["findings"].append(finding_row(finding, src))
-                batch.findings.append(finding)
-            if self.engine.records:
-                for table, record in self.engine.records:
-                    rows[table].append(detector_row(table, record, src))
-                self.engine.records.clear()
-        batch.forward, self.engine.derived = self.engine.derived, []
+            batch.findings.extend(out.findings)
+            for table, record in out.rows:
+                rows[table].append(detector_row(table, record, src))
+            batch.forward.extend(out.forward)
+            batch.alerts.extend(out.alerts)
         for dl in decoded.dead:
             rows["deadletter"].append(deadletter_row(dl))
             batch.dead.append(dl)
@@ -72,12 +97,12 @@ class Processor:
         owners' reminders, state released. Rows carry the timer as their source, offset = `now`."""
         now = self.engine.watermark if now is None else now
         batch = Batch()
-        timer = self.cfg.topic("timer")
-        for i, finding in enumerate(self.engine.tick(now, partitions)):
-            batch.rows["findings"].append(finding_row(finding, Source(timer, 0, now, i)))
-            batch.findings.append(finding)
-        for i, (table, record) in enumerate(self.engine.records):
-            batch.rows[table].append(detector_row(table, record, Source(timer, 0, now, i)))
-        self.engine.records.clear()
-        batch.alerts = deadline_alerts(batch.findings)
+        out = self.engine.tick(now, partitions)
+        for i, finding in enumerate(out.findings):
+            batch.rows["findings"].append(finding_row(finding, Source(self.timer_topic, 0, now, i)))
+        batch.findings = out.findings
+        for i, (table, record) in enumerate(out.rows):
+            batch.rows[table].append(detector_row(table, record, Source(self.timer_topic, 0, now, i)))
+        batch.forward = out.forward
+        batch.alerts = out.alerts + deadline_alerts(out.findings)
         return batch

@@ -36,16 +36,18 @@ def replay(lines: Iterable[bytes], until: int | None = None, max_text_chars: int
     # Stable sort: events with equal ts keep their file order, so output is deterministic.
     events = sorted((e for e, _ in decoded.events), key=lambda e: e["ts"])
     findings: list[dict[str, Any]] = []
+    dead = decoded.dead
     for event in events:
-        tokens = tokenizer.tokens(event["text"]) if event["kind"] == "message" else []
-        findings.extend(engine.process(event, tokens))
-        engine.records.clear()  # notices and responses are rows for ClickHouse, not replay output
+        try:
+            tokens = tokenizer.tokens(event["text"]) if event["kind"] == "message" else []
+            findings.extend(engine.process(event, tokens).findings)
+        except Exception as exc:  # the worker dead-letters such an event; so does replay
+            dead.append({"src_offset": event.get("event_id"), "error": f"detector error: {type(exc).__name__}: {exc}"})
     last = events[-1]["ts"] if events else 0
-    findings.extend(engine.tick(max(until, last) if until is not None else last))
-    engine.records.clear()
+    findings.extend(engine.tick(max(until, last) if until is not None else last).findings)
     unique = {f["finding_id"]: f for f in findings}
     ordered = sorted(unique.values(), key=lambda f: (f["ts"], f["rule"], f["finding_id"]))
-    return ReplayResult(ordered, len(events), decoded.dead)
+    return ReplayResult(ordered, len(events), dead)
 
 
 def write_findings(findings: Iterable[dict[str, Any]], out: IO[str]) -> None:

@@ -11,6 +11,8 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any, cast
 
+import orjson
+
 PLATFORMS = ("wechat", "wecom", "qq", "dingtalk", "feishu")
 ROLES = ("owner", "admin", "member")
 MSG_TYPES = (
@@ -22,6 +24,8 @@ GROUP_ACTIONS = ("create", "update", "dissolve")
 ROSTER_STATUS = ("active", "left")
 MEMBERSHIP_ACTIONS = ("join", "leave", "nickname", "seen")
 VERDICTS = ("false_positive", "confirmed")
+# Kinds qunguard forwards between its own stages; a producer's record of such a kind is a dead letter.
+INTERNAL_KINDS = frozenset({"membership"})
 SEVERITIES = ("low", "medium", "high", "critical")
 
 # Timestamps outside this range are typos (seconds instead of ms, or garbage), not events.
@@ -123,6 +127,9 @@ def _check(field: Field, value: Any, where: str) -> Any:
         return value
     if t == "ts":
         # bool is an int subclass in Python; True is not a timestamp.
+        if isinstance(value, float) and value.is_integer() and not TS_MIN <= value <= TS_MAX:
+            # orjson reads integers past 64 bits as floats: it is a number, just far out of range.
+            raise SchemaError(f"{where}: {value:.0f} is not epoch milliseconds between 2000 and 2100")
         if isinstance(value, bool) or not isinstance(value, int):
             raise SchemaError(f"{where}: expected epoch milliseconds (integer), got {type(value).__name__}")
         if not TS_MIN <= value <= TS_MAX:
@@ -173,7 +180,13 @@ def validate_event(obj: Any, max_text_chars: int = 100_000) -> dict[str, Any]:
     if kind == "message" and len(out["text"]) > max_text_chars:
         raise SchemaError(f"message.text: {len(out['text'])} characters, over the limit of {max_text_chars}")
     known = _KNOWN[kind]
-    out["extra"] = {k: v for k, v in obj.items() if k not in known}
+    extra = {k: v for k, v in obj.items() if k not in known}
+    if extra:
+        try:  # what cannot be written back as JSON cannot be stored (orjson writes 254 levels, reads 1,024)
+            orjson.dumps(extra)
+        except orjson.JSONEncodeError as exc:
+            raise SchemaError(f"{kind}: unknown fields cannot be stored: {exc}") from None
+    out["extra"] = extra
     return out
 
 

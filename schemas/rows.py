@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
@@ -95,15 +96,31 @@ def encode_raw(raw: bytes) -> tuple[str, str]:
         return base64.b64encode(raw).decode("ascii"), "base64"
 
 
+# A dead letter on the topic carries at most this much of the original (a record can be larger than
+# the producer's limit once it is base64); the deadletter table keeps every byte.
+DEADLETTER_TOPIC_RAW = 64 * 1024
+ERROR_CHARS = 2_000
+
+
 def deadletter_record(raw: bytes, error: str, src: Source) -> dict[str, Any]:
-    """The dead letter as it goes to the qg.deadletter topic and, as a row, to ClickHouse."""
+    """The dead letter as a row for ClickHouse (all of the original); `deadletter_message` is the
+    topic's form of it."""
     text, encoding = encode_raw(raw)
     return {
         "dl_id": f"{src.topic}:{src.partition}:{src.offset}:{src.index}",
-        "error": error, "raw": text, "raw_encoding": encoding,
+        "error": error[:ERROR_CHARS], "raw": text, "raw_encoding": encoding,
         "src_topic": src.topic, "src_partition": src.partition,
         "src_offset": src.offset, "src_index": src.index,
+        "raw_size": len(raw), "raw_sha256": hashlib.sha256(raw).hexdigest(),
     }
+
+
+def deadletter_message(record: dict[str, Any], limit: int = DEADLETTER_TOPIC_RAW) -> dict[str, Any]:
+    """The dead letter for the qg.deadletter topic: the original cut to `limit` characters when it
+    is longer, with its size and hash so it can be matched with the table's full copy."""
+    if len(record["raw"]) <= limit:
+        return {**record, "truncated": False}
+    return {**record, "raw": record["raw"][:limit], "truncated": True}
 
 
 def deadletter_row(record: dict[str, Any]) -> tuple:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import ConfigError
+from pipeline.detectors import Context
 from pipeline.detectors.content.detector import ContentDetector
 from pipeline.engine import Engine
 from pipeline.policy import CONTENT_RULES, Policy, load_policy
@@ -26,7 +27,7 @@ def message(text: str = "", ts: int = DAY, n: int = 1, **extra) -> dict:
 
 
 def rules(text: str = "", detector: ContentDetector | None = None, **extra) -> set[str]:
-    findings, _ = (detector or ContentDetector()).on_event(message(text, **extra), None, [])
+    findings = (detector or ContentDetector()).on_event(message(text, **extra), None, Context(0)).findings
     return {f["rule"] for f in findings}
 
 
@@ -61,7 +62,7 @@ def test_every_rule_is_in_the_corpus():
 
 def test_evidence_has_span_in_original_and_normalised_form():
     text = "兄弟们 賭 * 博 网站注册送钱"
-    [f] = ContentDetector().on_event(message(text), None, [])[0]
+    [f] = ContentDetector().on_event(message(text), None, Context(0)).findings
     m = next(m for m in f["evidence"]["matches"] if m["term"] == "赌博")
     assert f["rule"] == "content.gambling" and f["severity"] == "high"
     assert text[m["span"][0]:m["span"][1]] == m["text"] == "賭 * 博" and m["normalized"] == "赌博"
@@ -73,7 +74,7 @@ def test_red_packet_message_type_and_confidential_file_name():
 
 
 def test_personal_data_is_masked_in_the_evidence():
-    [f] = ContentDetector().on_event(message("身份证110101199003074258"), None, [])[0]
+    [f] = ContentDetector().on_event(message("身份证110101199003074258"), None, Context(0)).findings
     [p] = f["evidence"]["personal"]
     assert p["kind"] == "id_card" and "199003" not in p["masked"]
     assert rules("身份证110101199003074257") == set()  # wrong check digit: not an ID number
@@ -111,16 +112,16 @@ def test_quiet_hours_over_midnight_and_per_group():
 
 def test_split_message_evasion_within_the_window():
     engine = Engine()
-    assert engine.process(message("今晚一起去网上赌", n=1), []) == []
-    [f] = engine.process(message("博吧，来钱快", ts=DAY + 5_000, n=2), [])
+    assert engine.process(message("今晚一起去网上赌", n=1), []).findings == []
+    [f] = engine.process(message("博吧，来钱快", ts=DAY + 5_000, n=2), []).findings
     assert f["rule"] == "content.gambling" and f["msg_id"] == "m2"
     assert f["evidence"]["matches"][0]["split"] and f["evidence"]["matches"][0]["previous_msg_id"] == "m1"
     # another sender's message does not complete it; nor does one past the window
     engine = Engine()
     engine.process(message("今晚一起去网上赌", n=1), [])
-    assert engine.process(message("博吧", ts=DAY + 5_000, n=2, sender="u2"), []) == []
+    assert engine.process(message("博吧", ts=DAY + 5_000, n=2, sender="u2"), []).findings == []
     engine.process(message("今晚一起去网上赌", n=3), [])
-    assert engine.process(message("博吧", ts=DAY + 120_000, n=4), []) == []
+    assert engine.process(message("博吧", ts=DAY + 120_000, n=4), []).findings == []
 
 
 def test_split_state_is_released_after_the_window():

@@ -41,8 +41,8 @@ def run(events: list[dict], until: int, policy: Policy | None = None) -> list[di
     engine = Engine(policy)
     found = []
     for e in sorted(events, key=lambda e: e["ts"]):
-        found += engine.process(e, [])
-    found += engine.tick(until)
+        found += engine.process(e, []).findings
+    found += engine.tick(until).findings
     return sorted((f for f in found if f["rule"].startswith("deadline.")), key=lambda f: (f["ts"], f["user_id"]))
 
 
@@ -70,11 +70,12 @@ def test_reply_by_ack_word_and_by_quote_and_no_reply():
 def test_late_reply_is_still_overdue_and_recorded_with_its_delay():
     notice = msg("boss", NOTICE, MON_10)
     engine = Engine()
+    rows = []
     for e in GROUP + [notice, msg("a", "收到", MON_10 + 6 * HOUR)]:
-        engine.process(e, [])
-    found = engine.tick(MON_10 + 7 * HOUR)
+        rows += engine.process(e, []).rows
+    found = engine.tick(MON_10 + 7 * HOUR).findings
     assert sorted(f["user_id"] for f in found) == ["a", "b", "c"]
-    responses = [r for t, r in engine.records if t == "responses"]
+    responses = [r for t, r in rows if t == "responses"]
     assert [(r["user_id"], r["delay_ms"], r["late"]) for r in responses] == [("a", 6 * HOUR, True)]
 
 
@@ -170,7 +171,7 @@ def test_timers_fire_once_and_the_same_whenever_the_clock_ticks():
     # A worker's wall clock ticks often and late; the findings are those replay's one tick finds.
     ticked = []
     for t in range(0, 40):
-        ticked += engine.tick(MON_10 + t * HOUR)
+        ticked += engine.tick(MON_10 + t * HOUR).findings
     assert sorted((f["rule"], f["user_id"]) for f in ticked) == sorted(
         (f["rule"], f["user_id"]) for f in run(events, MON_10 + 40 * HOUR))
 
@@ -197,10 +198,8 @@ def test_dashboard_queries(tmp_path):
     engine = Engine()
     rows: dict[str, list] = {"notices": [], "responses": []}
     for i, e in enumerate(events):
-        engine.process(e, [])
-        for table, record in engine.records:
+        for table, record in engine.process(e, []).rows:
             rows[table].append(detector_row(table, record, Source("t", 0, i)))
-        engine.records.clear()
     backend = connect(f"chdb:{tmp_path / 'db'}")
     try:
         migrate(backend)

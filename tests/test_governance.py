@@ -54,8 +54,8 @@ def run(events: list[dict], until: int | None = None, policy: Policy | None = No
     engine = Engine(policy, loopback=True)
     found = []
     for e in sorted(events, key=lambda e: e["ts"]):
-        found += engine.process(e, [])
-    found += engine.tick(until if until is not None else max(e["ts"] for e in events))
+        found += engine.process(e, []).findings
+    found += engine.tick(until if until is not None else max(e["ts"] for e in events)).findings
     return sorted((f for f in found if f["rule"].startswith(tuple(rules.split(",")))),
                   key=lambda f: (f["ts"], f["rule"], f["group_id"], f["user_id"]))
 
@@ -190,15 +190,17 @@ def test_the_member_stage_gives_the_same_findings_whatever_order_the_partitions_
     for seed in range(5):
         engine = Engine(None)
         found = []
+        forwarded = []
         for e in sorted(events, key=lambda e: e["ts"]):
             if e["kind"] != "roster":
-                found += engine.process(e, [])
-        arrivals = [e for e in events if e["kind"] == "roster"] + engine.derived
-        engine.derived = []
+                out = engine.process(e, [])
+                found += out.findings
+                forwarded += out.forward
+        arrivals = [e for e in events if e["kind"] == "roster"] + forwarded
         random.Random(seed).shuffle(arrivals)
         for e in arrivals:
-            found += engine.process(e, [])
-        found += engine.tick(max(e["ts"] for e in events))
+            found += engine.process(e, []).findings
+        found += engine.tick(max(e["ts"] for e in events)).findings
         mine = sorted((f for f in found if f["rule"].startswith(("member.", "group."))),
                       key=lambda f: (f["ts"], f["rule"], f["group_id"], f["user_id"]))
         assert [f["finding_id"] for f in mine] == [f["finding_id"] for f in expected]

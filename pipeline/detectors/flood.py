@@ -27,7 +27,7 @@ from __future__ import annotations
 import bisect
 from typing import Any
 
-from pipeline.detectors import EXEMPT_TYPES
+from pipeline.detectors import EXEMPT_TYPES, Context, Outcome
 from pipeline.policy import Flood, Policy
 from pipeline.text.normalize import fold
 from pipeline.text.notice import asks_reply, is_ack
@@ -40,8 +40,7 @@ MAX_NOTICES = 4
 class FloodDetector:
     name = "flood"
     kinds = frozenset({"message"})
-    # Counts accumulate: a record the worker re-reads after a crash must not count twice.
-    guard_redelivery = True
+    state_version = 1
 
     def __init__(self, policy: Policy | None = None) -> None:
         self.policy = policy or Policy()
@@ -49,16 +48,16 @@ class FloodDetector:
     def state_key(self, event: dict[str, Any]) -> str:
         return event["group_id"]
 
-    def on_event(self, event: dict[str, Any], state: Any, tokens: list[str]) -> tuple[list[dict], Any]:
+    def on_event(self, event: dict[str, Any], state: Any, ctx: Context) -> Outcome:
         if event["msg_type"] in EXEMPT_TYPES:
-            return [], state
+            return Outcome()
         cfg = self.policy.flood_for(event["org_id"], event["group_id"])
         ts = event["ts"]
         if state is None:
             state = {"org": event["org_id"], "last": ts, "tail": [], "pre": None, "rep": [], "notices": [],
                      "senders": {}}
         elif ts < state["last"] - cfg.late_seconds * 1000:
-            return [], state  # too late to take its place in order (module docstring)
+            return Outcome()  # too late to take its place in order (module docstring)
         state["last"] = max(state["last"], ts)
         findings: list[dict] = []
         text = event["text"] or ""
@@ -74,21 +73,30 @@ class FloodDetector:
             self._fold(state, cfg)
         if cfg.enabled("flood.rate"):
             findings += self._rate(event, state, cfg)
-        return findings, state
+        return Outcome(findings, state=state)
 
-    def tick(self, now: int, key: str, state: Any) -> tuple[list[dict], Any]:
+    def tick(self, key: str, state: Any, ctx: Context) -> Outcome:
         """Release a group that has been quiet past every window, and its quiet senders."""
-        if state is None:
-            return [], None
+        now = ctx.now
         cfg = self.policy.flood_for(state["org"], key)
         if now - state["last"] > cfg.horizon_ms:
-            return [], None
+            return Outcome(state=None)
         keep = (cfg.rate_window_seconds + cfg.late_seconds) * 1000
         senders = state["senders"]
         idle = [s for s, st in senders.items() if now - st["t"][-1][0] > keep]
         if not idle:
-            return [], state  # unchanged: the same object, so nothing is written
-        return [], {**state, "senders": {s: st for s, st in senders.items() if s not in idle}}
+            return Outcome()
+        return Outcome(state={**state, "senders": {s: st for s, st in senders.items() if s not in idle}})
+
+    def due(self, key: str, state: Any) -> int | None:
+        """The first sender to fall quiet past the window, or the whole group past every window."""
+        cfg = self.policy.flood_for(state["org"], key)
+        due = state["last"] + cfg.horizon_ms + 1
+        keep = (cfg.rate_window_seconds + cfg.late_seconds) * 1000
+        for st in state["senders"].values():
+            if st["t"]:
+                due = min(due, st["t"][-1][0] + keep + 1)
+        return int(due)
 
     # --- flood.repeat -------------------------------------------------------------------------
 

@@ -11,13 +11,10 @@ import re
 from pathlib import Path
 
 import schemas
+from pipeline.sink import queries
 from pipeline.sink.backends import Backend
 
 MIGRATIONS_DIR = Path(schemas.__file__).parent / "migrations"
-
-LEDGER = """CREATE TABLE IF NOT EXISTS {db}.schema_migrations
-(version UInt32, name String, applied_at DateTime DEFAULT now())
-ENGINE = ReplacingMergeTree() ORDER BY version"""
 
 
 def migration_files() -> list[tuple[int, str, str]]:
@@ -40,9 +37,9 @@ def migrate(backend: Backend) -> list[str]:
     """Apply the migrations not yet recorded; return the names applied (idempotent)."""
     version = backend.version()
     db = backend.database
-    backend.execute(f"CREATE DATABASE IF NOT EXISTS {db}")
-    backend.execute(LEDGER.format(db=db))
-    done = {int(r[0]) for r in backend.query(f"SELECT version FROM {db}.schema_migrations")}
+    backend.execute(queries.create_database(db))
+    backend.execute(queries.ledger(db))
+    done = {int(r[0]) for r in backend.query(queries.applied_migrations(db))}
     applied = []
     for number, name, sql in migration_files():
         if number in done:

@@ -5,13 +5,16 @@ Exactly once in ClickHouse, the way Arroyo-style consumers get it on an at-least
 - What a dead worker wrote but did not commit comes back after the restart. Every row carries its
   Kafka position (src_topic, src_partition, src_offset), so the first time this process sees a
   partition (or sees it go backwards, after a rebalance) it asks ClickHouse which keys it already
-  holds from that offset on and drops them.
+  holds from that offset on, and drops those rows until the partition is past the last of them.
+- Timer rows (deadlines, the member stage) carry the timer's moment as their offset, which a
+  restarted worker does not repeat; for `recover_seconds` after the sink starts or a partition is
+  assigned, their keys are checked in ClickHouse by value.
 - A bounded cache of recently written keys (event_id, finding_id) drops events sent twice.
-- The tables are ReplacingMergeTree on the same keys: a duplicate that slips past both (an insert
-  that succeeded but whose acknowledgement was lost) collapses at the next merge.
-While ClickHouse is down, `write` retries with exponential backoff and does not return; the agent
-keeps at most one write in flight, so it stops taking records and Faust pauses the partitions:
-memory stays bounded.
+- The tables are ReplacingMergeTree on the same keys: a duplicate that slips past all of these (an
+  insert that succeeded but whose acknowledgement was lost) collapses at the next merge.
+While ClickHouse is down, `write` retries with exponential backoff until it succeeds or `stop()` is
+called; the delivery path keeps one write in flight, so it stops taking records and Faust pauses
+the partitions: memory stays bounded.
 """
 
 from __future__ import annotations
@@ -20,13 +23,20 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
+from typing import TypeVar
 
 from pipeline.config import SinkConfig
 from pipeline.processor import Batch
-from pipeline.sink.backends import Backend, BackendError, quote
+from pipeline.sink import queries
+from pipeline.sink.backends import Backend, BackendError
 from schemas.rows import TABLES
 
 log = logging.getLogger("qunguard.sink")
+T = TypeVar("T")
+RECOVER_SECONDS = 120.0
+
+TP = tuple[str, int]
 
 
 class SinkStopped(RuntimeError):
@@ -34,31 +44,51 @@ class SinkStopped(RuntimeError):
 
 
 class ClickHouseSink:
-    def __init__(self, backend: Backend, cfg: SinkConfig) -> None:
+    def __init__(self, backend: Backend, cfg: SinkConfig, timer_topic: str | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.backend = backend
         self.cfg = cfg
+        self.timer_topic = timer_topic
+        self.clock = clock
         self.pending: dict[str, list[tuple]] = {t: [] for t in TABLES}
         self.pending_rows = 0
         self.oldest: float | None = None
         self.retries = 0
+        self.dropped = 0  # rows found already stored
         self._recent: dict[str, OrderedDict[str, None]] = {t: OrderedDict() for t in TABLES}
-        self._last_offset: dict[tuple[str, int], int] = {}
+        self._last_offset: dict[TP, int] = {}
+        # Per partition met again after a restart: the last offset ClickHouse holds from it, and the
+        # keys it holds from the recovery point on, per table.
+        self._recovered: dict[TP, tuple[int, dict[str, set[str]]]] = {}
+        self._check_timer_until = clock() + RECOVER_SECONDS
         self._stop = threading.Event()
+
+    def expect_recovery(self) -> None:
+        """A partition was assigned: timer rows it fires again are checked by key for a while."""
+        self._check_timer_until = self.clock() + RECOVER_SECONDS
 
     # --- admission: decide which rows are new -------------------------------------------------
 
     def admit(self, batch: Batch) -> Batch:
         """Return the part of `batch` not yet stored; queue its rows. Blocks (retrying) on recovery."""
-        stored = self._recover(batch)
+        self._recover(batch)
+        timer_stored = self._timer_stored(batch)
+        recovered = self._recovered
         out = Batch(forward=batch.forward)  # forwarded facts are idempotent where they land
         for table, rows in batch.rows.items():
             recent = self._recent[table]
-            seen_here = stored.get(table, set())
             kept = out.rows[table]
+            held = timer_stored.get(table, ())
             for row in rows:
                 key = row[0]
-                if key in seen_here or key in recent:
+                if key in recent or key in held:
+                    self.dropped += 1
                     continue
+                if recovered:
+                    rec = recovered.get((row[-4], row[-3]))
+                    if rec is not None and row[-2] <= rec[0] and key in rec[1][table]:
+                        self.dropped += 1
+                        continue
                 recent[key] = None
                 kept.append(row)
             while len(recent) > self.cfg.dedupe_cache:
@@ -74,35 +104,53 @@ class ClickHouseSink:
             self.pending[table].extend(rows)
             self.pending_rows += len(rows)
         if self.oldest is None and self.pending_rows:
-            self.oldest = time.monotonic()
+            self.oldest = self.clock()
         return out
 
-    def _recover(self, batch: Batch) -> dict[str, set[str]]:
-        first: dict[tuple[str, int], int] = {}
-        last: dict[tuple[str, int], int] = {}
+    def _recover(self, batch: Batch) -> None:
+        first: dict[TP, int] = {}
+        last: dict[TP, int] = {}
         for rows in batch.rows.values():
             for row in rows:
                 tp, off = (row[-4], row[-3]), row[-2]
+                if tp[0] == self.timer_topic:
+                    continue
                 if off < first.get(tp, off + 1):
                     first[tp] = off
                 if off > last.get(tp, -1):
                     last[tp] = off
+        for tp, off in first.items():
+            rec = self._recovered.get(tp)
+            if rec is not None and off > rec[0]:
+                del self._recovered[tp]  # past everything a previous worker had stored
         check = {tp: off for tp, off in first.items()
                  if tp not in self._last_offset or off <= self._last_offset[tp]}
         for tp, off in last.items():
             self._last_offset[tp] = max(off, self._last_offset.get(tp, -1))
-        stored: dict[str, set[str]] = {}
-        if not check:
-            return stored
-        db = self.backend.database
-        for table, columns in TABLES.items():
-            conds = " OR ".join(
-                f"(src_topic = '{quote(t)}' AND src_partition = {int(p)} AND src_offset >= {int(o)})"
-                for (t, p), o in check.items())
-            sql = f"SELECT {columns[0]} FROM {db}.{table} WHERE {conds}"
-            stored[table] = {r[0] for r in self._retry(lambda sql=sql: self.backend.query(sql))}
-        log.info("recovered %s: %d rows already stored", sorted(check), sum(map(len, stored.values())))
-        return stored
+        for tp, off in check.items():
+            held: dict[str, set[str]] = {}
+            top = -1
+            for table, columns in TABLES.items():
+                sql = queries.stored_since(self.backend.database, table, columns[0], tp[0], tp[1], off)
+                found = self._retry(lambda sql=sql: self.backend.query(sql))
+                held[table] = {r[0] for r in found}
+                top = max([top, *(int(r[1]) for r in found)])
+            if top >= off:
+                self._recovered[tp] = (top, held)
+                log.info("recovered %s:%d from offset %d: %d rows already stored, up to offset %d",
+                         tp[0], tp[1], off, sum(map(len, held.values())), top)
+
+    def _timer_stored(self, batch: Batch) -> dict[str, set[str]]:
+        """Keys of timer rows already in ClickHouse, while a restart may fire them again."""
+        if self.timer_topic is None or self.clock() > self._check_timer_until:
+            return {}
+        out: dict[str, set[str]] = {}
+        for table, rows in batch.rows.items():
+            keys = [r[0] for r in rows if r[-4] == self.timer_topic and r[0] not in self._recent[table]]
+            if keys:
+                sql = queries.keys_stored(self.backend.database, table, TABLES[table][0], keys)
+                out[table] = {r[0] for r in self._retry(lambda sql=sql: self.backend.query(sql))}
+        return out
 
     # --- writing ------------------------------------------------------------------------------
 
@@ -110,7 +158,7 @@ class ClickHouseSink:
         if not self.pending_rows:
             return False
         return (self.pending_rows >= self.cfg.batch_rows
-                or time.monotonic() - (self.oldest or 0) >= self.cfg.batch_seconds)
+                or self.clock() - (self.oldest or 0) >= self.cfg.batch_seconds)
 
     def take(self) -> dict[str, list[tuple]]:
         """Hand over everything pending (to `write`, possibly in another thread); start afresh."""
@@ -136,7 +184,7 @@ class ClickHouseSink:
         """Write everything pending, here and now; return the number of rows."""
         return self.write(self.take())
 
-    def _retry(self, fn):
+    def _retry(self, fn: Callable[[], T]) -> T:
         delay = 0.2
         while True:
             try:

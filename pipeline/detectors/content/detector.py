@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pipeline.detectors import EXEMPT_TYPES
+from pipeline.detectors import EXEMPT_TYPES, KEEP, Context, Outcome
 from pipeline.detectors.content.lexicon import is_reminder, matcher_for
 from pipeline.detectors.content.links import allowed, find_links
 from pipeline.detectors.content.pii import find_personal
@@ -36,6 +36,7 @@ def _add(out: dict[str, tuple[str, dict]], rule: str, severity: str, key: str, i
 class ContentDetector:
     name = "content"
     kinds = frozenset({"message"})
+    state_version = 1
 
     def __init__(self, policy: Policy | None = None) -> None:
         self.policy = policy or Policy()
@@ -46,20 +47,28 @@ class ContentDetector:
     def state_key(self, event: dict[str, Any]) -> str:
         return f"{event['group_id']}\x1f{event['sender_id']}"
 
-    def on_event(self, event: dict[str, Any], state: Any, tokens: list[str]) -> tuple[list[dict], Any]:
+    def on_event(self, event: dict[str, Any], state: Any, ctx: Context) -> Outcome:
         if event["msg_type"] in EXEMPT_TYPES:
-            return [], state
+            return Outcome()
         content = self.policy.content_for(event["org_id"], event["group_id"])
         folded, evidence = self.evidence(event, content, state)
         findings = [self._finding(event, rule, sev, ev) for rule, (sev, ev) in evidence.items()
                     if content.enabled(rule)]
         matcher = self._prepare(content)[1]
-        return findings, next_state(folded, event["ts"], event["msg_id"], matcher.max_len - 1)
+        return Outcome(findings, state=next_state(folded, event["ts"], event["msg_id"], event["org_id"],
+                                                  matcher.max_len - 1))
 
-    def tick(self, now: int, key: str, state: Any) -> tuple[list[dict], Any]:
+    def tick(self, key: str, state: Any, ctx: Context) -> Outcome:
         """Forget a sender's tail once no split can complete with it (bounds memory)."""
-        window = self.policy.default.split_window_seconds * 1000
-        return [], (None if state is None or now - state["ts"] > window else state)
+        due = self.due(key, state)
+        return Outcome(state=None if due is None or ctx.now >= due else KEEP)
+
+    def due(self, key: str, state: Any) -> int | None:
+        """The moment the group's own split window has passed since the sender's last message."""
+        if state is None:
+            return None
+        window = self.policy.content_for(state.get("org", ""), key.split("\x1f", 1)[0]).split_window_seconds
+        return int(state["ts"] + window * 1000 + 1)
 
     # --- evidence -----------------------------------------------------------------------------
 

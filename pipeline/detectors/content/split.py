@@ -25,5 +25,6 @@ def split_hits(matcher: Matcher, tail: str, folded: str) -> list[Term]:
     return out
 
 
-def next_state(folded: str, ts: int, msg_id: str, keep: int) -> dict[str, Any] | None:
-    return {"tail": folded[-keep:], "ts": ts, "msg_id": msg_id} if folded and keep > 0 else None
+def next_state(folded: str, ts: int, msg_id: str, org_id: str, keep: int) -> dict[str, Any] | None:
+    """The tail to keep; `org` so that the timer finds the group's own window (policy per org)."""
+    return {"tail": folded[-keep:], "ts": ts, "msg_id": msg_id, "org": org_id} if folded and keep > 0 else None

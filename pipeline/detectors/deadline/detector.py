@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.detectors import EXEMPT_TYPES
+from pipeline.detectors import EXEMPT_TYPES, Context, Outcome, Row
 from pipeline.detectors.deadline.when import due, escalation
 from pipeline.detectors.membership import apply_member_event, note_sender
 from pipeline.policy import Policy
@@ -47,18 +47,15 @@ class DeadlineDetector:
     name = "deadline"
     kinds = frozenset({"message", "member"})
 
+    state_version = 1
+
     def __init__(self, policy: Policy | None = None) -> None:
         self.policy = policy or Policy()
-        self.records: list[tuple[str, dict[str, Any]]] = []  # notices and responses, for ClickHouse
-
-    def take_records(self) -> list[tuple[str, dict[str, Any]]]:
-        out, self.records = self.records, []
-        return out
 
     def state_key(self, event: dict[str, Any]) -> str:
         return event["group_id"]
 
-    def on_event(self, event: dict[str, Any], state: Any, tokens: list[str]) -> tuple[list[dict], Any]:
+    def on_event(self, event: dict[str, Any], state: Any, ctx: Context) -> Outcome:
         if state is None:
             state = {"org": event["org_id"], "members": {}, "notices": []}
         if event["kind"] == "member":
@@ -67,22 +64,34 @@ class DeadlineDetector:
                 for n in state["notices"]:
                     if event["user_id"] in n["need"]:
                         n["left"].setdefault(event["user_id"], event["ts"])
-            return [], state
+            return Outcome(state=state)
         if event["msg_type"] in EXEMPT_TYPES:
-            return [], state
+            return Outcome(state=state)
         note_sender(state["members"], event)
         text = event["text"] or ""
         folded = fold(text) if text else ""
         asks = bool(text) and asks_reply(text, folded)
+        rows: list[Row] = []
         if not asks:
-            self._answer(event, state, text, folded)
+            self._answer(event, state, text, folded, rows)
         else:
-            self._open(event, state, text)
-        return [], state
+            self._open(event, state, text, rows)
+        return Outcome(rows=rows, state=state)
 
-    def tick(self, now: int, key: str, state: Any) -> tuple[list[dict], Any]:
-        if state is None or not state["notices"]:
-            return [], state
+    def due(self, key: str, state: Any) -> int | None:
+        """The next deadline, escalation or release of a notice."""
+        moments = []
+        if not state["notices"]:
+            return None
+        keep = self.policy.deadline_for(state["org"], key).keep_days * 86_400_000
+        for n in state["notices"]:
+            moments.append(n["due"] if n["fired"] < 1 else n["esc"] if n["fired"] < 2 else n["esc"] + keep + 1)
+        return int(min(moments))
+
+    def tick(self, key: str, state: Any, ctx: Context) -> Outcome:
+        now = ctx.now
+        if not state["notices"]:
+            return Outcome()
         cfg = self.policy.deadline_for(state["org"], key)
         findings: list[dict] = []
         changed = False
@@ -103,12 +112,12 @@ class DeadlineDetector:
                 continue  # no answer can change anything any more
             kept.append(n)
         if not changed:
-            return [], state  # the same object: nothing to write
-        return findings, {**state, "notices": kept}
+            return Outcome()
+        return Outcome(findings, state={**state, "notices": kept})
 
     # --- notices and answers ------------------------------------------------------------------
 
-    def _open(self, event: dict[str, Any], state: dict, text: str) -> None:
+    def _open(self, event: dict[str, Any], state: dict, text: str, rows: list[Row]) -> None:
         cfg = self.policy.deadline_for(event["org_id"], event["group_id"])
         members = state["members"]
         mentioned = [m for m in event["mentions"] if m != "@all"]
@@ -121,12 +130,12 @@ class DeadlineDetector:
                   "due": deadline, "basis": basis, "esc": escalation(deadline, cfg), "need": need,
                   "mentioned": mentioned, "ans": {}, "left": {}, "fired": 0}
         state["notices"].append(notice)
-        self.records.append(("notices", {
+        rows.append(("notices", {
             "notice_id": event["msg_id"], "org_id": event["org_id"], "group_id": event["group_id"],
             "sender_id": event["sender_id"], "ts": event["ts"], "due": deadline, "basis": basis,
             "responders": len(need), "text": notice["text"]}))
 
-    def _answer(self, event: dict[str, Any], state: dict, text: str, folded: str) -> None:
+    def _answer(self, event: dict[str, Any], state: dict, text: str, folded: str, rows: list[Row]) -> None:
         uid = event["sender_id"]
         waiting = [n for n in state["notices"] if uid in n["need"] and uid not in n["ans"] and n["ts"] <= event["ts"]]
         if not waiting:
@@ -143,7 +152,7 @@ class DeadlineDetector:
             return
         chosen["ans"][uid] = [event["ts"], how]
         delay = event["ts"] - chosen["ts"]
-        self.records.append(("responses", {
+        rows.append(("responses", {
             "notice_id": chosen["id"], "org_id": event["org_id"], "group_id": event["group_id"],
             "user_id": uid, "msg_id": event["msg_id"], "ts": event["ts"], "delay_ms": delay,
             "late": event["ts"] > chosen["due"], "how": how}))

@@ -30,7 +30,7 @@ import hashlib
 from datetime import datetime, timedelta
 from typing import Any
 
-from pipeline.detectors import EXEMPT_TYPES
+from pipeline.detectors import EXEMPT_TYPES, Context, Outcome
 from pipeline.detectors.membership import apply_member_event, note_sender
 from pipeline.policy import Membership, Policy
 from schemas.records import make_finding
@@ -43,30 +43,31 @@ class GroupDetector:
     name = "group"
     kinds = frozenset({"message", "member", "group"})
 
+    state_version = 1
+
     def __init__(self, policy: Policy | None = None) -> None:
         self.policy = policy or Policy()
-        self.events: list[dict[str, Any]] = []  # membership facts for the member stage
-
-    def take_events(self) -> list[dict[str, Any]]:
-        out, self.events = self.events, []
-        return out
 
     def state_key(self, event: dict[str, Any]) -> str:
         return event["group_id"]
 
-    def on_event(self, event: dict[str, Any], state: Any, tokens: list[str]) -> tuple[list[dict], Any]:
+    def on_event(self, event: dict[str, Any], state: Any, ctx: Context) -> Outcome:
         if state is None:
             state = {"org": event["org_id"], "m": {}, "name": None, "owner": None, "tmp": False,
                      "ends": None, "ends_ev": "", "last": [event["ts"], event["event_id"]], "flag": {}}
         kind = event["kind"]
+        fwd: list[dict[str, Any]] = []  # membership facts for the member stage
         if kind == "message":
-            return self._message(event, state)
-        cfg = self.policy.membership_for(event["org_id"], event["group_id"])
-        if kind == "member":
-            return self._member(event, state, cfg)
-        return self._group(event, state, cfg)
+            findings, state = self._message(event, state, fwd)
+        else:
+            cfg = self.policy.membership_for(event["org_id"], event["group_id"])
+            if kind == "member":
+                findings, state = self._member(event, state, cfg, fwd)
+            else:
+                findings, state = self._group(event, state, cfg, fwd)
+        return Outcome(findings, forward=fwd, state=state)
 
-    def _message(self, event: dict[str, Any], state: dict) -> tuple[list[dict], Any]:
+    def _message(self, event: dict[str, Any], state: dict, fwd: list[dict]) -> tuple[list[dict], Any]:
         if event["msg_type"] in EXEMPT_TYPES:
             return [], state
         state["last"] = max(state["last"], [event["ts"], event["msg_id"]])
@@ -75,11 +76,12 @@ class GroupDetector:
         before = members.get(uid)
         note_sender(members, event)
         if before is None or (event["sender_name"] and before[0] != event["sender_name"]):
-            self._forward(event, uid, "seen" if before is None else "nickname", members[uid][0],
+            self._forward(fwd, event, uid, "seen" if before is None else "nickname", members[uid][0],
                           event["msg_id"], approved=False)
         return [], state
 
-    def _member(self, event: dict[str, Any], state: dict, cfg: Membership) -> tuple[list[dict], Any]:
+    def _member(self, event: dict[str, Any], state: dict, cfg: Membership,
+                fwd: list[dict]) -> tuple[list[dict], Any]:
         members = state["m"]
         uid, action, actor = event["user_id"], event["action"], event["actor_id"]
         actor_role = (members.get(actor) or [None, None])[1] if actor else None
@@ -97,19 +99,20 @@ class GroupDetector:
                     actor, event["ts"], {"invited": uid, "nickname": event["nickname"] or "",
                                          "inviter": members.get(actor, [actor])[0],
                                          "inviter_role": actor_role or "unknown"}))
-            self._forward(event, uid, "join", event["nickname"], event["event_id"], approved=approved)
+            self._forward(fwd, event, uid, "join", event["nickname"], event["event_id"], approved=approved)
         elif action in ("leave", "kick"):
             if before is not None:
-                self._forward(event, uid, "leave", None, event["event_id"], approved=False)
+                self._forward(fwd, event, uid, "leave", None, event["event_id"], approved=False)
         elif action in ("nickname", "role") and event["nickname"] and (before or [None])[0] != event["nickname"]:
-            self._forward(event, uid, "seen" if before is None else "nickname", event["nickname"],
+            self._forward(fwd, event, uid, "seen" if before is None else "nickname", event["nickname"],
                           event["event_id"], approved=False)
         return findings, state
 
-    def _group(self, event: dict[str, Any], state: dict, cfg: Membership) -> tuple[list[dict], Any]:
+    def _group(self, event: dict[str, Any], state: dict, cfg: Membership,
+               fwd: list[dict]) -> tuple[list[dict], Any]:
         if event["action"] == "dissolve":
             for uid in state["m"]:  # nobody is in a dissolved group any more
-                self._forward(event, uid, "leave", None, event["event_id"], approved=False)
+                self._forward(fwd, event, uid, "leave", None, event["event_id"], approved=False)
             return [], None  # nothing left to judge; a later event starts afresh
         findings = []
         if event["owner_id"]:
@@ -144,16 +147,28 @@ class GroupDetector:
                                              {"name": event["name"], "pattern": cfg.name_pattern}))
         return findings, state
 
-    def _forward(self, event: dict[str, Any], uid: str, action: str, nickname: str | None, source: str,
+    def _forward(self, fwd: list[dict], event: dict[str, Any], uid: str, action: str, nickname: str | None, source: str,
                  approved: bool) -> None:
         digest = hashlib.blake2b(f"{source}\x1f{uid}".encode(), digest_size=10).hexdigest()
-        self.events.append({
+        fwd.append({
             "kind": "membership", "event_id": f"mb-{digest}",
             "org_id": event["org_id"], "ts": event["ts"], "group_id": event["group_id"], "user_id": uid,
             "action": action, "nickname": nickname, "actor_id": event.get("actor_id"), "approved": approved,
             "source": source})
 
-    def tick(self, now: int, key: str, state: Any) -> tuple[list[dict], Any]:
+    def due(self, key: str, state: Any) -> int | None:
+        """A temporary group's expiry, or the end of the current quiet spell, whichever comes first."""
+        cfg = self.policy.membership_for(state["org"], key)
+        flag = state["flag"]
+        moments = []
+        if state["tmp"] and state["ends"] is not None and flag.get("group.expired") != state["ends"]:
+            moments.append(expiry(state["ends"], cfg))
+        if flag.get("group.idle") != state["last"][0]:
+            moments.append(state["last"][0] + cfg.idle_days * DAY_MS)
+        return min(moments) if moments else None
+
+    def tick(self, key: str, state: Any, ctx: Context) -> Outcome:
+        now = ctx.now
         cfg = self.policy.membership_for(state["org"], key)
         flag = state["flag"]
         findings = []
@@ -175,8 +190,8 @@ class GroupDetector:
                     last_ts + cfg.idle_days * DAY_MS,
                     {"name": state["name"] or "", "last_message": last_ts, "idle_days": cfg.idle_days}))
         if flag is state["flag"]:
-            return [], state  # the same object: nothing to write
-        return findings, {**state, "flag": flag}
+            return Outcome()
+        return Outcome(findings, state={**state, "flag": flag})
 
 
 def expiry(ends_at: int, cfg: Membership) -> int:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipeline.detectors import Context, Outcome, Row
 from pipeline.detectors.governance.nickname import conforms
 from pipeline.policy import Policy
 from schemas.records import make_finding
@@ -42,67 +43,68 @@ DONE_KEPT = 32  # applied event ids remembered, against a fact forwarded twice a
 class MemberDetector:
     name = "member"
     kinds = frozenset({"roster", "membership"})
-    guard_redelivery = True  # a re-read record is not queued twice
+    state_version = 1
 
     def __init__(self, policy: Policy | None = None) -> None:
         self.policy = policy or Policy()
-        self.records: list[tuple[str, dict[str, Any]]] = []  # memberships rows, for ClickHouse
-
-    def take_records(self) -> list[tuple[str, dict[str, Any]]]:
-        out, self.records = self.records, []
-        return out
 
     def state_key(self, event: dict[str, Any]) -> str:
         return f"{event['org_id']}/{event['user_id']}"
 
-    def on_event(self, event: dict[str, Any], state: Any, tokens: list[str]) -> tuple[list[dict], Any]:
+    def on_event(self, event: dict[str, Any], state: Any, ctx: Context) -> Outcome:
         if state is None:
             state = {"org": event["org_id"], "uid": event["user_id"], "r": None, "g": {}, "pend": [], "done": [],
                      "seq": 0}
         eid = event["event_id"]
         if eid in state["done"] or any(p[2] == eid for p in state["pend"]):
-            return [], state
+            return Outcome(state=state)  # a fact forwarded twice (its group stage re-read a record)
         if event["kind"] == "roster":
             item = [event["name"], event["department"], event["status"]]
             state["pend"].append([event["ts"], 1, eid, item])
         else:
             item = [event["group_id"], event["action"], event["nickname"], event["approved"], event["source"]]
             state["pend"].append([event["ts"], 0, eid, item])
-        return [], state
+        return Outcome(state=state)
 
-    def tick(self, now: int, key: str, state: Any) -> tuple[list[dict], Any]:
+    def due(self, key: str, state: Any) -> int | None:
+        """Inputs wait for the timer, to be applied in event-time order (module docstring)."""
+        return min(p[0] for p in state["pend"]) if state["pend"] else None
+
+    def tick(self, key: str, state: Any, ctx: Context) -> Outcome:
+        now = ctx.now
         pend = state["pend"]
         if not pend or min(p[0] for p in pend) > now:
-            return [], state  # the same object: nothing to write
+            return Outcome()
         pend = sorted(pend)
         due = [p for p in pend if p[0] <= now]
         state = {**state, "g": {g: dict(e) for g, e in state["g"].items()}, "pend": pend[len(due):]}
         findings: list[dict] = []
+        rows: list[Row] = []
         for ts, rank, eid, item in due:
             if rank == 1:
-                findings += self._roster(state, ts, eid, item)
+                findings += self._roster(state, ts, eid, item, rows)
             else:
-                findings += self._membership(state, ts, item)
+                findings += self._membership(state, ts, item, rows)
             state["done"] = (state["done"] + [eid])[-DONE_KEPT:]
-        return findings, state
+        return Outcome(findings, rows=rows, state=state)
 
     # --- applying one input -------------------------------------------------------------------
 
-    def _roster(self, state: dict, ts: int, eid: str, entry: list) -> list[dict]:
+    def _roster(self, state: dict, ts: int, eid: str, entry: list, rows: list[Row]) -> list[dict]:
         if state["r"] == entry:
             return []
         state["r"] = entry
         findings = []
         for gid in state["g"]:
-            findings += self._judge(state, gid, ts, eid, joined=False)
+            findings += self._judge(state, gid, ts, eid, rows, joined=False)
         return findings
 
-    def _membership(self, state: dict, ts: int, item: list) -> list[dict]:
+    def _membership(self, state: dict, ts: int, item: list, rows: list[Row]) -> list[dict]:
         gid, action, nickname, approved, source = item
         groups = state["g"]
         if action == "leave":
             if groups.pop(gid, None) is not None:
-                self._row(state, gid, ts, None)
+                self._row(rows, state, gid, ts, None)
             return []
         entry = groups.get(gid)
         if entry is None:
@@ -111,9 +113,9 @@ class MemberDetector:
             entry["ap"] = approved
         if nickname is not None:
             entry["nick"] = nickname
-        return self._judge(state, gid, ts, source, joined=action == "join")
+        return self._judge(state, gid, ts, source, rows, joined=action == "join")
 
-    def _judge(self, state: dict, gid: str, ts: int, msg_id: str, joined: bool) -> list[dict]:
+    def _judge(self, state: dict, gid: str, ts: int, msg_id: str, rows: list[Row], joined: bool) -> list[dict]:
         """Re-judge one (group, person) after a change; report what newly breaks a rule."""
         entry, roster, org, uid = state["g"][gid], state["r"], state["org"], state["uid"]
         cfg = self.policy.membership_for(org, gid)
@@ -139,13 +141,13 @@ class MemberDetector:
                                              {**evidence, "formats": list(cfg.nickname) or ["contains {name}"]}))
         elif ok:
             entry["bad"] = None
-        self._row(state, gid, ts, entry, ok is False)
+        self._row(rows, state, gid, ts, entry, ok is False)
         return findings
 
-    def _row(self, state: dict, gid: str, ts: int, entry: dict | None, bad: bool = False) -> None:
+    def _row(self, rows: list[Row], state: dict, gid: str, ts: int, entry: dict | None, bad: bool = False) -> None:
         state["seq"] += 1
         roster = state["r"] or ("", "", "")
-        self.records.append(("memberships", {
+        rows.append(("memberships", {
             "org_id": state["org"], "group_id": gid, "user_id": state["uid"], "seq": state["seq"], "ts": ts,
             "present": entry is not None, "nickname": (entry or {}).get("nick") or "",
             "name": roster[0], "department": roster[1], "status": roster[2],

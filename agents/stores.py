@@ -1,14 +1,17 @@
 """Detector state in Faust tables: one changelog-backed table per stateful detector, keyed as the
-detector keys its state (group; group and sender).
+detector keys its state (group; group and sender; org and user).
 
 `TableStore` is the mapping the Engine sees. It reads and writes the table's local store directly
-and sends the changelog itself, for two reasons:
+and sends the changelog itself, for three reasons:
 - Faust picks a changelog partition from "the current event", which a batch taken with
   `noack_take` does not have per record. Here the partition is the one the key's events come
   from (`at` in the Engine's envelope), so after a rebalance the new owner of that partition
   recovers exactly the groups it now receives.
-- Writes are buffered per batch and sent once per key (`flush`), before the batch's offsets are
-  committed: a batch of 100 events of one group costs one changelog record, not 100.
+- Changes are serialised when a batch has been detected (`snapshot`) and sent only once that
+  batch's rows are stored (`save`): the changelog must never run ahead of ClickHouse, and the live
+  objects move on with the next batch meanwhile.
+- One changelog record per key per batch, not per event.
+This module does not import Faust: it is handed the table (agents/app.py is the Faust module).
 """
 
 from __future__ import annotations
@@ -16,13 +19,13 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator, MutableMapping
 from typing import Any
 
-import faust
+import orjson
 
 
 class TableStore(MutableMapping[str, Any]):
-    def __init__(self, table: faust.Table) -> None:
+    def __init__(self, table: Any) -> None:
         self.table = table
-        self.dirty: dict[str, tuple[int | None, Any]] = {}
+        self.dirty: dict[str, int | None] = {}  # key → for a deleted key, the partition it had
 
     @property
     def _data(self) -> MutableMapping[str, Any]:
@@ -33,12 +36,10 @@ class TableStore(MutableMapping[str, Any]):
 
     def __setitem__(self, key: str, value: Any) -> None:
         self._data[key] = value
-        self.dirty[key] = (_partition(value), value)
+        self.dirty[key] = None
 
     def __delitem__(self, key: str) -> None:
-        old = self._data[key]
-        del self._data[key]
-        self.dirty[key] = (_partition(old), None)
+        self.dirty[key] = _partition(self._data.pop(key))
 
     def __iter__(self) -> Iterator[str]:
         return iter(list(self._data.keys()))
@@ -46,18 +47,25 @@ class TableStore(MutableMapping[str, Any]):
     def __len__(self) -> int:
         return len(self._data)
 
-    async def flush(self) -> int:
-        """Send one changelog record per key changed since the last flush.
+    def snapshot(self) -> dict[str, tuple[int | None, bytes | None]]:
+        """The keys changed since the last snapshot, serialised now: key → (partition, JSON or None)."""
+        dirty, self.dirty = self.dirty, {}
+        data = self._data
+        out: dict[str, tuple[int | None, bytes | None]] = {}
+        for key, had in dirty.items():
+            value = data.get(key)
+            out[key] = (had, None) if value is None else (_partition(value), orjson.dumps(value))
+        return out
+
+    async def save(self, keys: dict[str, tuple[int | None, bytes | None]]) -> None:
+        """Send one changelog record per key (a deleted key: a tombstone to the partition it had).
 
         Sent straight to the producer, not through Faust's `send_soon` buffer: when that buffer runs
         over, Faust throttles the consumer, and under load we saw records delivered twice and offset
         commits stall (a duplicate in the consumer's acked list) — measured in tests/test_e2e.py."""
-        dirty, self.dirty = self.dirty, {}
         topic = self.table.changelog_topic
-        for key, (partition, value) in dirty.items():
-            await topic.send(key=key, value=value, partition=partition,
-                             value_serializer="raw" if value is None else None)
-        return len(dirty)
+        for key, (partition, value) in keys.items():
+            await topic.send(key=key, value=value, partition=partition, value_serializer="raw")
 
     def keep_only(self, partitions: Collection[int]) -> int:
         """Forget (locally, no changelog) keys of partitions this worker no longer owns."""
@@ -73,7 +81,7 @@ def _partition(envelope: Any) -> int | None:
     return at[0] if at else None
 
 
-def create_stores(app: faust.App, names: Collection[str], partitions: int) -> dict[str, TableStore]:
+def create_stores(app: Any, names: Collection[str], partitions: int) -> dict[str, TableStore]:
     return {
         name: TableStore(app.Table(f"state-{name}", partitions=partitions,
                                    help=f"state of the {name} detector"))

@@ -1,0 +1,248 @@
+"""The delivery path of a worker, as small named steps (getsentry/arroyo's strategies are the model):
+
+    order → detect → collect → publish → write (one in flight) → save state → commit
+
+- **order** (`OrderGate`): each partition's records in offset order, each once.
+- **detect** (`Processor.process`, in a thread so the event loop and its heartbeats keep going):
+  decode, validate, tokenize, run the engine; poison input becomes dead letters, never an error.
+- **collect** (`ClickHouseSink.admit`): drop rows already stored (after a restart), queue the rest.
+- **publish** (`Ports.publish`): dead letters, findings, alerts and forwarded facts go to their
+  topics and are acknowledged, before their rows are written: a crash in between repeats them
+  (consumers key on dl_id / finding_id / alert_id), it never loses them.
+- **write** (`ClickHouseSink.write`, in a thread): one write in flight beside the detection of the
+  next records; a second write waits for the first, which is the backpressure.
+- **save state** (`Ports.save_state`): the detector state as it was after those records, to the
+  changelog, only once their rows are stored; so a restart never skips a record whose rows were
+  not written (engine.py explains why a record at or before a key's position is then skipped).
+- **commit** (`Ports.commit`): the next offsets of the records stored.
+
+Timers take the same path without offsets. Nothing here imports Kafka, Faust or ClickHouse: the
+edges come in as `Ports` and a sink, the clock is injected, and each step is tested on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pipeline.delivery.order import TP, OrderGate
+from pipeline.processor import Batch, Processor
+from pipeline.sink.writer import SinkStopped
+from schemas.rows import Source
+
+log = logging.getLogger("qunguard.delivery")
+
+StateSnapshot = dict[str, dict[str, tuple[int | None, bytes | None]]]  # store → key → (partition, value)
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    value: bytes | None
+    topic: str
+    partition: int
+    offset: int
+    internal: bool = False  # produced by qunguard itself (a forwarded fact), not by a producer
+
+    @property
+    def tp(self) -> TP:
+        return (self.topic, self.partition)
+
+
+class Sink(Protocol):
+    def admit(self, batch: Batch) -> Batch: ...
+    def due(self) -> bool: ...
+    def take(self) -> dict[str, list[tuple]]: ...
+    def write(self, taken: dict[str, list[tuple]]) -> int: ...
+    def stop(self) -> None: ...
+
+    @property
+    def pending_rows(self) -> int: ...
+
+
+class Ports(Protocol):
+    """What the edges (Kafka through Faust, in agents/) do for the path."""
+
+    async def start_offsets(self, tps: Collection[TP]) -> dict[TP, int | None]: ...
+    async def publish(self, batch: Batch) -> None: ...
+    def snapshot_state(self) -> StateSnapshot: ...
+    async def save_state(self, snapshot: StateSnapshot) -> None: ...
+    async def commit(self, offsets: dict[TP, int]) -> None: ...
+    async def seek(self, tp: TP, offset: int) -> None: ...
+
+
+@dataclass
+class _Unit:
+    """What one write carries: the rows taken from the sink, the state after them, the offsets."""
+
+    rows: dict[str, list[tuple]]
+    state: StateSnapshot
+    offsets: dict[TP, int]
+    records: int
+
+
+@dataclass
+class Stats:
+    records: int = 0
+    events_stored: int = 0
+    writes: int = 0
+    rows: int = 0
+    dead: int = 0
+    last_write: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class DeliveryPath:
+    def __init__(self, processor: Processor, sink: Sink, ports: Ports, clock: Callable[[], float] = time.monotonic,
+                 on_fatal: Callable[[BaseException], None] | None = None) -> None:
+        self.processor = processor
+        self.sink = sink
+        self.ports = ports
+        self.clock = clock
+        self.gate = OrderGate(clock)
+        self.lock = asyncio.Lock()  # detection and timers see the state one at a time
+        self.on_fatal = on_fatal or (lambda exc: None)
+        self.broken: BaseException | None = None
+        self.stats = Stats()
+        self._inflight: asyncio.Task[None] | None = None
+        self._state: StateSnapshot = {}
+        self._offsets: dict[TP, int] = {}
+        self._records = 0
+        self._closing = False
+
+    # --- the steps ----------------------------------------------------------------------------
+
+    async def submit(self, records: Sequence[Record]) -> None:
+        """Take records from the consumer through every step up to a write being started."""
+        if self._closing:
+            return
+        async with self.lock:
+            unknown = {r.tp for r in records if not self.gate.knows(r.tp)}
+            if unknown:
+                for tp, start in (await self.ports.start_offsets(unknown)).items():
+                    self.gate.assign(tp, start)
+            admitted = [r for r in records if self.gate.admit(r.tp, r.offset)]
+            for tp, offset in self.gate.seeks().items():
+                await self.ports.seek(tp, offset)
+            if not admitted:
+                return
+            batch = await asyncio.to_thread(self.detect, admitted)
+            await self._after_detect(batch, _ends(admitted), len(admitted))
+
+    def detect(self, records: Sequence[Record]) -> Batch:
+        return self.processor.process(
+            (r.value, Source(r.topic, r.partition, r.offset), r.internal) for r in records)
+
+    async def tick(self, now: int, partitions: Collection[int]) -> Batch:
+        """Timers at `now` for the partitions this worker owns, through the same steps."""
+        async with self.lock:
+            batch = await asyncio.to_thread(self.processor.tick, partitions, now)
+            await self._after_detect(batch, {}, 0, force=len(batch) > 0)
+            return batch
+
+    async def _after_detect(self, batch: Batch, offsets: dict[TP, int], records: int, force: bool = False) -> None:
+        state = self.ports.snapshot_state()  # before anything else can change it
+        batch = await asyncio.to_thread(self.sink.admit, batch)  # collect
+        await self.ports.publish(batch)
+        self.stats.dead += len(batch.dead)
+        for store, keys in state.items():
+            self._state.setdefault(store, {}).update(keys)
+        self._offsets.update(offsets)
+        self._records += records
+        self.stats.records += records
+        await self._maybe_write(force)
+
+    async def flush(self, force: bool = False) -> None:
+        """Start a write if the sink is due (a timer calls this when no records come)."""
+        async with self.lock:
+            await self._maybe_write(force)
+
+    async def _maybe_write(self, force: bool) -> None:
+        if not (self.sink.pending_rows or self._offsets or self._state):
+            return
+        # Due by size or age; or nothing to write at all (every row was a duplicate), which costs
+        # nothing and lets the state and offsets move on.
+        if not (force or self.sink.due() or not self.sink.pending_rows):
+            return
+        await self.wait_written()  # one write in flight
+        unit = _Unit(self.sink.take(), self._state, self._offsets, self._records)
+        self._state, self._offsets, self._records = {}, {}, 0
+        self._inflight = asyncio.ensure_future(self._write(unit))
+        if force:
+            await self.wait_written()
+
+    async def _write(self, unit: _Unit) -> None:
+        try:
+            rows = await asyncio.to_thread(self.sink.write, unit.rows)
+            await self.ports.save_state(unit.state)
+        except Exception as exc:
+            # Nothing after these records may be committed now: the path stops, and the worker
+            # with it (the edge decides how); a restart reads them again from the last commit.
+            self._closing = True
+            self.broken = exc
+            if not isinstance(exc, SinkStopped):
+                log.critical("delivery stopped: %s: %s", type(exc).__name__, exc)
+                self.on_fatal(exc)
+            raise
+        if unit.offsets:
+            await self.ports.commit(unit.offsets)
+        self.stats.writes += 1
+        self.stats.rows += rows
+        self.stats.last_write = self.clock()
+        log.info("stored: records=%d rows=%d", unit.records, rows)
+
+    async def wait_written(self) -> None:
+        """Wait for the write in flight."""
+        task, self._inflight = self._inflight, None
+        if task is not None:
+            await task
+
+    async def drain(self, timeout: float) -> bool:
+        """Store and commit everything taken so far, within `timeout` (a rebalance, a shutdown).
+        Returns whether it all was stored; what was not is read again from the last commit."""
+        async def everything() -> None:
+            async with self.lock:
+                await self._maybe_write(force=True)
+
+        try:
+            await asyncio.wait_for(everything(), timeout)
+            return True
+        except Exception as exc:  # noqa: BLE001 -- a timeout or a failed write: read again later
+            log.warning("%s while storing what was taken; it is read again from the last commit",
+                        type(exc).__name__)
+            return False
+
+    # --- edges' bookkeeping -------------------------------------------------------------------
+
+    def assigned(self, starts: dict[TP, int | None]) -> None:
+        for tp, start in starts.items():
+            if not self.gate.knows(tp):
+                self.gate.assign(tp, start)
+
+    def revoked(self, tps: Collection[TP]) -> None:
+        self.gate.revoke(tps)
+        for tp in tps:
+            self._offsets.pop(tp, None)
+
+    async def seek_holes(self) -> None:
+        for tp, offset in self.gate.seeks().items():
+            await self.ports.seek(tp, offset)
+
+    async def close(self, timeout: float) -> bool:
+        """Stop taking records and store what was taken, within `timeout` seconds; then stop the
+        sink's retries, so that a shutdown with ClickHouse down ends too."""
+        self._closing = True
+        stored = await self.drain(timeout)
+        self.sink.stop()
+        return stored
+
+
+def _ends(records: Sequence[Record]) -> dict[TP, int]:
+    """The next offset of each partition after these (admitted, so in order) records."""
+    out: dict[TP, int] = {}
+    for r in records:
+        out[r.tp] = r.offset + 1
+    return out
