@@ -1,0 +1,385 @@
+"""The delivery path without Kafka: each step on its own with fakes and an injected clock, and the
+whole path killed at every kind of step and restarted from what a real restart would find (the
+committed offsets, the saved changelog, ClickHouse as chDB), against replay's findings."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import zlib
+from collections.abc import Collection
+from typing import Any
+
+import orjson
+import pytest
+
+from agents.stores import TableStore
+from pipeline.config import load_config
+from pipeline.delivery.order import GIVE_UP_SEEKS, SEEK_AGAIN_SECONDS, OrderGate
+from pipeline.delivery.path import DeliveryPath, Record, StateSnapshot
+from pipeline.devtools.simulate import Simulator
+from pipeline.engine import Engine
+from pipeline.processor import Batch, Processor
+from pipeline.replay import replay
+from pipeline.sink.backends import connect
+from pipeline.sink.migrate import migrate
+from pipeline.sink.writer import ClickHouseSink
+
+TOPIC = "t.events"
+PARTS = 3
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+# --- the order step ---------------------------------------------------------------------------
+
+def test_gate_admits_in_order_from_the_committed_offset_and_drops_redeliveries():
+    gate = OrderGate(Clock())
+    gate.assign((TOPIC, 0), 5)
+    assert [gate.admit((TOPIC, 0), o) for o in (5, 6, 6, 5, 7)] == [True, True, False, False, True]
+    assert gate.position((TOPIC, 0)) == 8 and gate.dropped == 2
+
+
+def test_gate_seeks_back_over_a_hole_until_it_fills():
+    clock = Clock()
+    gate = OrderGate(clock)
+    gate.assign((TOPIC, 0), 10)
+    # the first record after a restart is not the committed one: the agent lost what it held
+    assert not gate.admit((TOPIC, 0), 14)
+    assert gate.seeks() == {(TOPIC, 0): 10}
+    assert gate.seeks() == {}  # not again at once: records already fetched can overtake a seek
+    assert not gate.admit((TOPIC, 0), 15)
+    clock.t += SEEK_AGAIN_SECONDS + 0.1
+    assert gate.seeks() == {(TOPIC, 0): 10}
+    assert [gate.admit((TOPIC, 0), o) for o in range(10, 16)] == [True] * 6
+    clock.t += SEEK_AGAIN_SECONDS + 0.1
+    assert gate.seeks() == {}
+
+
+def test_gate_moves_on_over_offsets_that_do_not_exist():
+    clock = Clock()
+    gate = OrderGate(clock)
+    gate.assign((TOPIC, 0), 10)
+    for _ in range(GIVE_UP_SEEKS):
+        assert not gate.admit((TOPIC, 0), 13)  # 10..12 are transaction markers, say
+        clock.t += SEEK_AGAIN_SECONDS + 0.1
+        assert gate.seeks() == {(TOPIC, 0): 10}
+    assert not gate.admit((TOPIC, 0), 13)
+    clock.t += SEEK_AGAIN_SECONDS + 0.1
+    assert gate.seeks() == {(TOPIC, 0): 13}
+    assert gate.admit((TOPIC, 0), 13)
+
+
+def test_caught_up_is_measured_from_the_high_watermark():
+    gate = OrderGate(Clock())
+    gate.assign((TOPIC, 0), 0)
+    gate.assign((TOPIC, 1), 4)
+    assert gate.caught_up({(TOPIC, 0): 0, (TOPIC, 1): 4})
+    assert not gate.caught_up({(TOPIC, 0): 3, (TOPIC, 1): 4})  # records waiting: behind, however idle
+    assert not gate.caught_up({(TOPIC, 0): None})  # not fetched yet
+    for o in range(3):
+        gate.admit((TOPIC, 0), o)
+    assert gate.caught_up({(TOPIC, 0): 3, (TOPIC, 1): 4})
+
+
+# --- fakes for the edges --------------------------------------------------------------------
+
+class Kill(Exception):
+    """The process dies here (SIGKILL): nothing after this point happens."""
+
+
+class FakeKafka:
+    """The log, the committed offsets, the changelogs and the published topics of one test."""
+
+    def __init__(self) -> None:
+        self.log: dict[int, list[tuple[bytes, bool]]] = {p: [] for p in range(PARTS)}
+        self.committed: dict[tuple[str, int], int] = {}
+        self.changelog: dict[str, dict[str, bytes | None]] = {}
+        self.published: dict[str, list[dict]] = {"findings": [], "dead": [], "alerts": []}
+
+    def append(self, key: bytes, value: bytes, internal: bool = False) -> None:
+        self.log[zlib.crc32(key) % PARTS].append((value, internal))
+
+
+class FakeTable:
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data = data
+
+
+class FakePorts:
+    def __init__(self, kafka: FakeKafka, stores: dict[str, TableStore], kill_at: int | None = None,
+                 kill_in: Collection[str] = ()) -> None:
+        self.kafka = kafka
+        self.stores = stores
+        self.calls: list[str] = []
+        self.kill_at = kill_at
+        self.kill_in = set(kill_in)
+        self.seeks: list[tuple[tuple[str, int], int]] = []
+
+    def step(self, name: str) -> None:
+        self.calls.append(name)
+        if name in self.kill_in and self.kill_at is not None and len(self.calls) >= self.kill_at:
+            raise Kill(name)
+
+    async def start_offsets(self, tps):
+        return {tp: self.kafka.committed.get(tp, 0) for tp in tps}
+
+    async def publish(self, batch: Batch) -> None:
+        self.step("publish")
+        self.kafka.published["findings"] += batch.findings
+        self.kafka.published["dead"] += batch.dead
+        self.kafka.published["alerts"] += batch.alerts
+        for ev in batch.forward:
+            key = ev["user_id"] if ev["kind"] == "membership" else ev["group_id"]
+            self.kafka.append(key.encode(), orjson.dumps(ev), internal=True)
+
+    def snapshot_state(self) -> StateSnapshot:
+        return {n: snap for n, s in self.stores.items() if (snap := s.snapshot())}
+
+    async def save_state(self, snapshot: StateSnapshot) -> None:
+        self.step("save_state")
+        for name, keys in snapshot.items():
+            for key, (_, value) in keys.items():
+                self.kafka.changelog.setdefault(name, {})[key] = value
+
+    async def commit(self, offsets) -> None:
+        self.step("commit")
+        self.kafka.committed.update(offsets)
+
+    async def seek(self, tp, offset) -> None:
+        self.seeks.append((tp, offset))
+
+
+class KillingSink(ClickHouseSink):
+    """A real sink whose k-th write dies after the rows reached ClickHouse (the ack is lost)."""
+
+    kill_after_write: int | None = None
+    kill_before_write: int | None = None
+    writes = 0
+
+    def write(self, taken):
+        self.writes += 1
+        if self.kill_before_write is not None and self.writes >= self.kill_before_write:
+            raise Kill("before write")
+        n = super().write(taken)
+        if self.kill_after_write is not None and self.writes >= self.kill_after_write:
+            raise Kill("after write")
+        return n
+
+
+def _worker(kafka: FakeKafka, backend, cfg, kill: tuple[str, int] | None):
+    """A worker process as a restart finds things: state recovered from the changelog."""
+    engine = Engine()
+    stores = {}
+    for det in engine.detectors:
+        data = {k: orjson.loads(v) for k, v in kafka.changelog.get(det.name, {}).items() if v is not None}
+        stores[det.name] = TableStore(FakeTable(data))
+    engine.stores = dict(stores)
+    engine.reindex()
+    where, at = kill if kill else ("", None)
+    ports = FakePorts(kafka, stores, kill_at=at, kill_in={where})
+    sink = KillingSink(backend, cfg.sink, timer_topic="t.timer")
+    if where == "write":
+        sink.kill_after_write = at
+    if where == "before-write":
+        sink.kill_before_write = at
+    return DeliveryPath(Processor(cfg, engine), sink, ports), engine
+
+
+async def _run(kafka: FakeKafka, backend, cfg, kills: list[tuple[str, int]], until: int, rng: random.Random,
+               chunk: int = 7) -> int:
+    """Consume the whole log (records appear as forwards are published), killing the worker at each
+    planned point and restarting it; deliver out of order and twice now and then, as Faust does."""
+    restarts = 0
+    kills = list(kills)
+    while True:
+        path, engine = _worker(kafka, backend, cfg, kills.pop(0) if kills else None)
+        try:
+            while True:
+                # The consumer fetches where the worker expects the next record (its seeks).
+                pos = {p: path.gate.position((TOPIC, p)) or kafka.committed.get((TOPIC, p), 0) for p in range(PARTS)}
+                batch = []
+                for p in range(PARTS):
+                    for off in range(pos[p], min(pos[p] + chunk, len(kafka.log[p]))):
+                        value, internal = kafka.log[p][off]
+                        batch.append(Record(value, TOPIC, p, off, internal))
+                if not batch:
+                    break
+                if rng.random() < 0.2:  # a redelivery and a record that overtook its predecessors
+                    batch = batch[: len(batch) // 2] + batch[1:]
+                    batch.insert(0, batch.pop())
+                await path.submit(batch)
+                if path.broken is not None:
+                    raise path.broken
+            assert path.gate.caught_up({(TOPIC, p): len(kafka.log[p]) for p in range(PARTS)})
+            # caught up: the timer fires, then everything is stored
+            await path.tick(until, range(PARTS))
+            await path.drain(30)
+            if path.broken is not None:
+                raise path.broken
+            if any(kafka.committed.get((TOPIC, p), 0) < len(kafka.log[p]) for p in range(PARTS)):
+                continue  # the tick forwarded facts: read them too
+            return restarts
+        except Kill:
+            restarts += 1
+            await asyncio.sleep(0)  # a write thread still running dies with the process
+            path.sink.stop()
+
+
+def _events(n: int, seed: int) -> list[tuple[bytes, bytes]]:
+    sim = Simulator(orgs=2, groups=12, members=8, seed=seed)
+    return [(r.key, r.value) for r in sim.records(n, malformed=12, envelope=5)]
+
+
+@pytest.mark.parametrize("kills", [
+    [],
+    [("publish", 5), ("save_state", 3), ("commit", 4)],
+    [("write", 2), ("write", 1), ("publish", 9)],
+    [("before-write", 2), ("before-write", 3), ("before-write", 1)],
+    [("save_state", 1), ("commit", 1), ("write", 3), ("publish", 2)],
+], ids=["no-fault", "kill-publish-save-commit", "kill-after-writes", "kill-before-writes", "kill-everywhere"])
+def test_killed_anywhere_the_path_stores_everything_once_and_agrees_with_replay(tmp_path, kills):
+    records = _events(3000, seed=11)
+    kafka = FakeKafka()
+    for key, value in records:
+        kafka.append(key, value)
+    lines = b"\n".join(v for _, v in records)
+    expected = replay(lines.splitlines(), until=None)
+    until = max(f["ts"] for f in expected.findings) + 3 * 86_400_000
+    expected = replay(lines.splitlines(), until=until)
+    backend = connect(f"chdb:{tmp_path / 'db'}")
+    migrate(backend)
+    cfg = load_config(env={"QG_KAFKA_TOPIC_PREFIX": "t.", "QG_SINK_BATCH_ROWS": "400"})
+    try:
+        restarts = asyncio.run(_run(kafka, backend, cfg, kills, until, random.Random(5)))
+    except BaseException:
+        backend.close()
+        raise
+    assert restarts == len(kills)
+    db = backend.database
+    valid = sum(1 for f in expected.findings) and expected.events
+    rows, distinct = backend.query(f"SELECT count(), uniqExact(event_id) FROM {db}.raw_events")[0]
+    assert (rows, distinct) == (valid, valid)  # nothing lost, nothing stored twice (no FINAL)
+    f_rows, f_distinct = backend.query(f"SELECT count(), uniqExact(finding_id) FROM {db}.findings")[0]
+    assert f_rows == f_distinct
+    stored = {r[0] for r in backend.query(f"SELECT finding_id FROM {db}.findings")}
+    assert stored == {f["finding_id"] for f in expected.findings}
+    dead_rows, dead_distinct = backend.query(f"SELECT count(), uniqExact(dl_id) FROM {db}.deadletter")[0]
+    assert dead_rows == dead_distinct == len(expected.dead)
+    # every stored finding was published at least once; copies only from kills between the two
+    assert {f["finding_id"] for f in kafka.published["findings"]} == stored
+    backend.close()
+
+
+# --- the steps' order and the write in flight -------------------------------------------------
+
+class Sink:
+    """A sink that writes nowhere, with a write that can be held."""
+
+    def __init__(self, calls: list[str]) -> None:
+        self.calls = calls
+        self.pending_rows = 0
+        self.release = None
+        self.stopped = False
+
+    def admit(self, batch: Batch) -> Batch:
+        self.pending_rows += len(batch)
+        return batch
+
+    def due(self) -> bool:
+        return True
+
+    def take(self):
+        self.pending_rows = 0
+        return {}
+
+    def write(self, taken) -> int:
+        self.calls.append("write")
+        if self.release is not None:
+            self.release.wait(10)
+        return 0
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+def _path(tmp_path, calls: list[str]):
+    kafka = FakeKafka()
+    engine = Engine()
+    stores = {d.name: TableStore(FakeTable({})) for d in engine.detectors}
+    engine.stores = dict(stores)
+    ports = FakePorts(kafka, stores)
+    ports.calls = calls
+    cfg = load_config(env={"QG_KAFKA_TOPIC_PREFIX": "t."})
+    return DeliveryPath(Processor(cfg, engine), Sink(calls), ports), kafka
+
+
+def _records(n: int, start: int = 0) -> list[Record]:
+    sim = Simulator(orgs=1, groups=1, members=4, seed=2)
+    return [Record(r.value, TOPIC, 0, start + i) for i, r in enumerate(sim.records(n))]
+
+
+def test_publish_then_write_then_state_then_commit(tmp_path):
+    calls: list[str] = []
+    path, kafka = _path(tmp_path, calls)
+
+    async def go():
+        await path.submit(_records(20))
+        await path.wait_written()
+
+    asyncio.run(go())
+    assert calls == ["publish", "write", "save_state", "commit"]
+    assert kafka.committed == {(TOPIC, 0): 20}
+    assert kafka.changelog  # the state after those records
+
+
+def test_one_write_in_flight_and_close_gives_up_on_a_stuck_write(tmp_path):
+    import threading
+
+    calls: list[str] = []
+    path, kafka = _path(tmp_path, calls)
+    path.sink.release = threading.Event()
+
+    async def go():
+        await path.submit(_records(10))
+        second = asyncio.ensure_future(path.submit(_records(10, start=10)))
+        await asyncio.sleep(0.3)
+        assert not second.done() and calls.count("write") == 1  # waits for the first write
+        t = time.monotonic()
+        stored = await path.close(0.5)  # ClickHouse hangs: the stop does not
+        took = time.monotonic() - t
+        assert kafka.committed == {}  # nothing was stored, so nothing is committed
+        path.sink.release.set()
+        await second
+        return stored, took
+
+    stored, took = asyncio.run(go())
+    assert stored is False and took < 2 and path.sink.stopped
+
+
+def test_a_failed_write_commits_nothing_after_it(tmp_path):
+    calls: list[str] = []
+    path, kafka = _path(tmp_path, calls)
+    fatal: list[BaseException] = []
+    path.on_fatal = fatal.append
+
+    def broken(taken):
+        raise OSError("disk full")
+
+    path.sink.write = broken
+
+    async def go():
+        await path.submit(_records(10))
+        with pytest.raises(OSError):
+            await path.wait_written()
+        await path.submit(_records(10, start=10))
+
+    asyncio.run(go())
+    assert kafka.committed == {} and isinstance(fatal[0], OSError) and path.broken is fatal[0]
