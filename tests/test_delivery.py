@@ -256,7 +256,7 @@ def test_killed_anywhere_the_path_stores_everything_once_and_agrees_with_replay(
     expected = replay(lines.splitlines(), until=until)
     backend = connect(f"chdb:{tmp_path / 'db'}")
     migrate(backend)
-    cfg = load_config(env={"QG_KAFKA_TOPIC_PREFIX": "t.", "QG_SINK_BATCH_ROWS": "400"})
+    cfg = load_config(env={"QG_KAFKA_TOPIC_PREFIX": "t.", "QG_SINK_BATCH_ROWS": "1500"})
     try:
         restarts = asyncio.run(_run(kafka, backend, cfg, kills, until, random.Random(5)))
     except BaseException:
