@@ -209,6 +209,8 @@ def register(app: QunguardApp, cfg: Config) -> DeliveryPath:
 
     @app.timer(interval=max(cfg.sink.batch_seconds / 2, 0.1))
     async def flush() -> None:
+        if path.lock.locked():
+            return  # records are being detected; their submit starts the write when it is due
         await path.flush()
         await path.seek_holes()
 

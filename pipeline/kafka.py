@@ -57,27 +57,24 @@ def producer(cfg: Config):
 def committed_offsets(cfg: Config, group: str, tps: list[tuple[str, int]]) -> dict[tuple[str, int], int | None]:
     """Where `group` resumes on each partition: its committed offset, or where the log begins when
     nothing was committed (the worker reads from the earliest record). Blocking; kafka-python."""
-    from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+    from kafka import KafkaConsumer, TopicPartition
 
-    servers = bootstrap(cfg.kafka.url)
-    admin = KafkaAdminClient(bootstrap_servers=servers, client_id="qunguard-offsets")
+    # A consumer with the group's id that never subscribes: it reads the group's offsets without
+    # joining the group (KafkaConsumer.committed is the same call in kafka-python 2.x and 3.x).
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap(cfg.kafka.url), group_id=group,
+                             enable_auto_commit=False, client_id="qunguard-offsets")
     try:
-        committed = admin.list_consumer_group_offsets(group)
-    finally:
-        admin.close()
-    out: dict[tuple[str, int], int | None] = {}
-    missing = []
-    for topic, partition in tps:
-        meta = committed.get(TopicPartition(topic, partition))
-        if meta is not None and meta.offset >= 0:
-            out[(topic, partition)] = meta.offset
-        else:
-            missing.append(TopicPartition(topic, partition))
-    if missing:
-        consumer = KafkaConsumer(bootstrap_servers=servers, client_id="qunguard-offsets")
-        try:
+        out: dict[tuple[str, int], int | None] = {}
+        missing = []
+        for topic, partition in tps:
+            offset = consumer.committed(TopicPartition(topic, partition))
+            if offset is not None and offset >= 0:
+                out[(topic, partition)] = offset
+            else:
+                missing.append(TopicPartition(topic, partition))
+        if missing:
             for tp, offset in consumer.beginning_offsets(missing).items():
                 out[(tp.topic, tp.partition)] = offset
-        finally:
-            consumer.close()
-    return out
+        return out
+    finally:
+        consumer.close()

@@ -124,8 +124,8 @@ def test_two_workers_share_the_partitions(tmp_path, kafka, clickhouse, workers):
     backend.close()
     assert parts == cfg.kafka.partitions
     for w in workers:
-        # The sink logs each partition the first time its worker receives records from it.
-        assert "recovered [(" in w.log.read_text(), f"{w.log.name} received no records"
+        # The delivery path logs each write with the records it stored.
+        assert "stored: records=" in w.log.read_text(), f"{w.log.name} stored no records"
 
 
 def test_chdb_backend_end_to_end(tmp_path, kafka, workers):

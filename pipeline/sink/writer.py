@@ -35,6 +35,7 @@ from schemas.rows import TABLES
 log = logging.getLogger("qunguard.sink")
 T = TypeVar("T")
 RECOVER_SECONDS = 120.0
+KEYS_PER_QUERY = 2_000
 
 TP = tuple[str, int]
 
@@ -147,9 +148,12 @@ class ClickHouseSink:
         out: dict[str, set[str]] = {}
         for table, rows in batch.rows.items():
             keys = [r[0] for r in rows if r[-4] == self.timer_topic and r[0] not in self._recent[table]]
-            if keys:
-                sql = queries.keys_stored(self.backend.database, table, TABLES[table][0], keys)
-                out[table] = {r[0] for r in self._retry(lambda sql=sql: self.backend.query(sql))}
+            held: set[str] = set()
+            for i in range(0, len(keys), KEYS_PER_QUERY):  # the server's max_query_size is 256 KiB
+                sql = queries.keys_stored(self.backend.database, table, TABLES[table][0], keys[i:i + KEYS_PER_QUERY])
+                held.update(r[0] for r in self._retry(lambda sql=sql: self.backend.query(sql)))
+            if held:
+                out[table] = held
         return out
 
     # --- writing ------------------------------------------------------------------------------
