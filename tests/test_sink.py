@@ -109,3 +109,22 @@ def test_recent_key_cache_is_bounded(backend):
     sink.admit(batch)
     assert all(len(keys) <= 100 for keys in sink._recent.values())
     assert sink.flush() == len(batch)  # the bound limits memory, not what is written
+
+
+def test_a_restart_drops_every_row_already_stored_not_only_its_first_take(backend):
+    # The dead worker stored offsets 0..999 but committed none; the new one re-reads them in
+    # takes of 200 records, and then goes on with new ones.
+    batch, ids = _batch(1000)
+    first = ClickHouseSink(backend, SinkConfig())
+    first.admit(batch)
+    first.flush()
+    second = ClickHouseSink(backend, SinkConfig())
+    sim = Simulator(orgs=1, groups=5, members=6, seed=3)
+    records = [(r.value, Source("qg.events", 0, i)) for i, r in enumerate(sim.records(1000))]
+    processor = Processor(load_config(env={}))
+    for start in range(0, len(records), 200):
+        assert len(second.admit(processor.process(records[start:start + 200]))) == 0
+    more, more_ids = _batch(100, seed=4, first_offset=1000)
+    assert len(second.admit(more)) == len(more)
+    second.flush()
+    assert _counts(backend) == (len(ids) + len(more_ids),) * 2

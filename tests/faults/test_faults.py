@@ -1,0 +1,234 @@
+"""The fault tier: what operators see go wrong, done for real to a worker under traffic (Apache Kafka
+3.9, ClickHouse 18.16). For each fault the outcome is the same, counted without FINAL: every valid
+event stored once, every malformed record a dead letter on the topic and in the table, and the
+findings equal to `qunguard replay`'s, finding for finding."""
+
+from __future__ import annotations
+
+import gzip
+import signal
+import threading
+import time
+from pathlib import Path
+
+import orjson
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from pipeline.config import Config
+from pipeline.devtools import devservices
+from pipeline.devtools.produce import produce, wait_drained
+from pipeline.devtools.simulate import START_TS, Record, Simulator
+from pipeline.kafka import bootstrap, ensure_topics
+from pipeline.replay import replay
+from pipeline.sink.backends import connect
+from pipeline.sink.migrate import migrate
+from tests.conftest import REPORT, Worker, count, make_config, server_url, unique, wait_for
+
+
+def _setup(tmp_path: Path, kafka_url: str, clickhouse_url: str) -> Config:
+    cfg = make_config(tmp_path, kafka_url, clickhouse_url, sink={"batch_rows": 1000, "batch_seconds": 0.3},
+                      worker={"timer_seconds": 1, "timer_grace_seconds": 2})
+    ensure_topics(cfg)
+    backend = connect(clickhouse_url)
+    migrate(backend)
+    backend.close()
+    return cfg
+
+
+def _traffic(seed: int, events: int = 8000) -> list[Record]:
+    sim = Simulator(orgs=2, groups=40, members=10, seed=seed)
+    return list(sim.records(events, malformed=30, envelope=10))
+
+
+def _expected(records: list[Record], extra_lines: list[bytes] = ()):
+    lines = [r.value for r in records] + list(extra_lines)
+    return replay(lines, until=int(time.time() * 1000))
+
+
+def _landed(cfg: Config, expected, dead: int, timeout: float = 120) -> dict:
+    """Every promise, checked on ClickHouse and on the dead-letter topic; returns figures."""
+    wait_for(lambda: count(cfg, "SELECT uniqExact(finding_id) FROM {db}.findings") >= len(expected.findings),
+             timeout, "the findings (timers included)")
+    backend = connect(cfg.clickhouse.url)
+    db = backend.database
+    try:
+        rows, distinct = backend.query(f"SELECT count(), uniqExact(event_id) FROM {db}.raw_events")[0]
+        assert (rows, distinct) == (expected.events, expected.events), "every valid event once (no FINAL)"
+        f_rows, f_distinct = backend.query(f"SELECT count(), uniqExact(finding_id) FROM {db}.findings")[0]
+        assert f_rows == f_distinct, f"{f_rows - f_distinct} finding rows stored twice"
+        stored = {r[0] for r in backend.query(f"SELECT finding_id FROM {db}.findings")}
+        assert stored == {f["finding_id"] for f in expected.findings}, "the findings are replay's"
+        d_rows, d_distinct = backend.query(f"SELECT count(), uniqExact(dl_id) FROM {db}.deadletter")[0]
+        assert d_rows == d_distinct == dead, "every malformed record one dead letter"
+        table_dead = {r[0] for r in backend.query(f"SELECT dl_id FROM {db}.deadletter")}
+    finally:
+        backend.close()
+    consumer = KafkaConsumer(cfg.topic("deadletter"), bootstrap_servers=bootstrap(cfg.kafka.url),
+                             auto_offset_reset="earliest", consumer_timeout_ms=4000, group_id=unique("dl"),
+                             fetch_max_bytes=16 << 20, max_partition_fetch_bytes=16 << 20)
+    topic_dead = [orjson.loads(m.value) for m in consumer]
+    consumer.close()
+    assert {d["dl_id"] for d in topic_dead} == table_dead, "the dead letters are on the topic too"
+    findings = KafkaConsumer(cfg.topic("findings"), bootstrap_servers=bootstrap(cfg.kafka.url),
+                             auto_offset_reset="earliest", consumer_timeout_ms=4000, group_id=unique("fc"))
+    published = [orjson.loads(m.value)["finding_id"] for m in findings]
+    findings.close()
+    assert set(published) == stored, "every finding published"
+    return {"findings": len(stored), "copies": len(published) - len(set(published)), "dead": topic_dead}
+
+
+def _produce_in_background(cfg: Config, records: list[Record], rate: float) -> tuple[threading.Thread, dict]:
+    result: dict = {}
+    t = threading.Thread(target=lambda: result.update(ends=produce(cfg, records, rate=rate, show_progress=False)))
+    t.start()
+    return t, result
+
+
+def _rows(cfg: Config) -> int:
+    try:
+        return count(cfg, "SELECT count() FROM {db}.raw_events")
+    except Exception:  # noqa: BLE001 -- ClickHouse down in the outage test
+        return 0
+
+
+def test_sigkill_three_times_during_traffic(tmp_path, kafka, clickhouse, workers):
+    cfg = _setup(tmp_path, kafka.url, server_url(clickhouse, unique("kill3")))
+    records = _traffic(seed=61, events=12_000)
+    expected = _expected(records)
+    producer, result = _produce_in_background(cfg, records, rate=1500)
+    seen = 0
+    for i in range(3):
+        workers.append(Worker(cfg, tmp_path / f"w{i}.log"))
+        seen = wait_for(lambda s=seen: (n := _rows(cfg)) > s + 1500 and n, 120, "rows after a restart")
+        workers[-1].kill()  # SIGKILL: in the middle of whatever it was doing
+    workers.append(Worker(cfg, tmp_path / "w3.log"))
+    producer.join()
+    assert wait_drained(cfg, result["ends"], timeout=180, alive=lambda: workers[-1].proc.poll() is None)
+    figures = _landed(cfg, expected, dead=sum(r.malformed for r in records))
+    REPORT.append(f"faults: 3 SIGKILLs, {expected.events} events, {figures['findings']} findings = replay's; "
+                  f"{figures['copies']} copies on qg.findings")
+
+
+def test_one_of_two_workers_killed(tmp_path, kafka, clickhouse, workers):
+    cfg = _setup(tmp_path, kafka.url, server_url(clickhouse, unique("kill1of2")))
+    records = _traffic(seed=62, events=10_000)
+    expected = _expected(records)
+    workers.append(Worker(cfg, tmp_path / "a.log"))
+    workers.append(Worker(cfg, tmp_path / "b.log"))
+    producer, result = _produce_in_background(cfg, records, rate=1500)
+    wait_for(lambda: _rows(cfg) > 3000, 120, "both working")
+    workers[0].kill()
+    producer.join()
+    assert wait_drained(cfg, result["ends"], timeout=180, alive=lambda: workers[1].proc.poll() is None)
+    _landed(cfg, expected, dead=sum(r.malformed for r in records))
+
+
+def test_sigterm_while_busy_exits_within_seconds(tmp_path, kafka, clickhouse, workers):
+    cfg = _setup(tmp_path, kafka.url, server_url(clickhouse, unique("term")))
+    records = _traffic(seed=63, events=10_000)
+    expected = _expected(records)
+    ends = produce(cfg, records, show_progress=False)  # a backlog: the worker is busy from the start
+    workers.append(Worker(cfg, tmp_path / "a.log"))
+    wait_for(lambda: _rows(cfg) > 2000, 120, "busy")
+    t = time.monotonic()
+    workers[0].proc.send_signal(signal.SIGTERM)
+    workers[0].proc.wait(30)
+    took = time.monotonic() - t
+    assert took < 15, f"SIGTERM took {took:.1f}s"
+    workers.append(Worker(cfg, tmp_path / "b.log"))
+    assert wait_drained(cfg, ends, timeout=180, alive=lambda: workers[1].proc.poll() is None)
+    _landed(cfg, expected, dead=sum(r.malformed for r in records))
+    REPORT.append(f"faults: SIGTERM on a busy worker exited in {took:.1f}s")
+
+
+def test_clickhouse_down_for_45_seconds(tmp_path, kafka, workers):
+    ch = devservices.start_clickhouse(tmp_path / "ch")
+    port = int(ch.url.rsplit(":", 1)[1].split("/")[0])
+    cfg = _setup(tmp_path, kafka.url, server_url(ch, "outage"))
+    records = _traffic(seed=64, events=10_000)
+    expected = _expected(records)
+    workers.append(Worker(cfg, tmp_path / "a.log"))
+    producer, result = _produce_in_background(cfg, records, rate=1000)
+    wait_for(lambda: _rows(cfg) > 2000, 120, "rows before the outage")
+    ch.stop()
+    time.sleep(45)
+    ch = devservices.start_clickhouse(tmp_path / "ch", port=port)
+    try:
+        producer.join()
+        assert wait_drained(cfg, result["ends"], timeout=240, alive=lambda: workers[0].proc.poll() is None)
+        _landed(cfg, expected, dead=sum(r.malformed for r in records))
+        # and a worker stopped while ClickHouse is down stops too
+        ch.stop()
+        t = time.monotonic()
+        workers[0].proc.send_signal(signal.SIGTERM)
+        workers[0].proc.wait(40)
+        REPORT.append(f"faults: ClickHouse down 45 s, nothing lost; SIGTERM with it down: "
+                      f"{time.monotonic() - t:.1f}s")
+    finally:
+        ch.stop()
+
+
+def test_broker_restarted_during_traffic(tmp_path, clickhouse, workers):
+    broker = devservices.start_kafka(tmp_path / "kafka")
+    port = broker.extra["port"]
+    try:
+        cfg = _setup(tmp_path, broker.url, server_url(clickhouse, unique("broker")))
+        records = _traffic(seed=65, events=8000)
+        expected = _expected(records)
+        workers.append(Worker(cfg, tmp_path / "a.log"))
+        half = len(records) // 2
+        ends = produce(cfg, records[:half], show_progress=False)
+        wait_for(lambda: _rows(cfg) > 1000, 120, "rows before the restart")
+        broker.stop()
+        time.sleep(5)
+        broker = devservices.start_kafka(tmp_path / "kafka", port=port)
+        more = produce(cfg, records[half:], show_progress=False)
+        ends = {p: max(ends.get(p, 0), more.get(p, 0)) for p in set(ends) | set(more)}
+        assert wait_drained(cfg, ends, timeout=240, alive=lambda: workers[0].proc.poll() is None)
+        _landed(cfg, expected, dead=sum(r.malformed for r in records), timeout=180)
+        log = (tmp_path / "a.log").read_text()
+        REPORT.append(f"faults: broker restart, worker log {len(log.splitlines())} lines")
+    finally:
+        broker.stop()
+
+
+def test_poison_records_are_dead_letters_and_lose_nobody(tmp_path, kafka, clickhouse, workers):
+    cfg = _setup(tmp_path, kafka.url, server_url(clickhouse, unique("poison")))
+    before, after = _traffic(seed=66, events=3000), _traffic(seed=67, events=3000)
+    base = {"kind": "message", "org_id": "o", "ts": START_TS, "platform": "qq", "group_id": "gp",
+            "sender_id": "u"}
+    poison = [
+        # 759 bytes, nested 300 deep: orjson reads 1,024 levels but writes only 254
+        b'{"kind":"message","event_id":"deep","org_id":"o","ts":%d,"platform":"qq","group_id":"gp",'
+        b'"msg_id":"deep","sender_id":"u","text":"hi","nested":%s"x"%s}' % (START_TS, b"[" * 300, b"]" * 300),
+        orjson.dumps({**base, "event_id": "huge", "msg_id": "huge", "text": "刷" * 1_700_000}),  # 5 MB
+        b"\xff\xfe" * 1_750_000,  # 3.5 MB of invalid UTF-8
+    ]
+    envelope = [{"kind": "group", "event_id": f"env-{i}", "org_id": "o", "ts": START_TS + i, "group_id": "genv",
+                 "action": "update", "name": "大信封"} for i in range(100_000)]
+    poison.append(orjson.dumps(envelope))
+    expected = _expected(before + after, poison)
+    produce(cfg, before, show_progress=False)
+    big = KafkaProducer(bootstrap_servers=bootstrap(cfg.kafka.url), compression_type="gzip",
+                        max_request_size=16 << 20, acks="all")
+    for value in poison:
+        assert len(gzip.compress(value)) < 4 << 20
+        big.send(cfg.topic("events"), key=b"gp", value=value)
+    big.flush()
+    big.close()
+    produce(cfg, after, show_progress=False)
+    workers.append(Worker(cfg, tmp_path / "a.log"))
+    # every partition, including the one the poison went to, is read to its end
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap(cfg.kafka.url))
+    tps = [TopicPartition(cfg.topic("events"), p) for p in range(cfg.kafka.partitions)]
+    ends = {tp.partition: off for tp, off in consumer.end_offsets(tps).items()}
+    consumer.close()
+    assert wait_drained(cfg, ends, timeout=240, alive=lambda: workers[0].proc.poll() is None), \
+        (tmp_path / "a.log").read_text()[-3000:]
+    figures = _landed(cfg, expected, dead=sum(r.malformed for r in before + after) + 3, timeout=180)
+    by_error = {d["error"].split(":")[0] + ":" + d["error"].split(":")[1][:30]: d for d in figures["dead"]}
+    truncated = [d for d in figures["dead"] if d["truncated"]]
+    assert len(truncated) == 2 and all(d["raw_size"] > 3_000_000 and len(d["raw_sha256"]) == 64 for d in truncated)
+    assert any("cannot be stored" in e for e in by_error), by_error.keys()
+    assert "Traceback" not in (tmp_path / "a.log").read_text()
+

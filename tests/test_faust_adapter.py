@@ -1,0 +1,51 @@
+"""The Faust calls agents/app.py makes beyond Faust's documented API, checked against the installed
+Faust: if an upgrade renames or reshapes one of them, this fails before a worker does."""
+
+from __future__ import annotations
+
+import inspect
+
+import faust
+from faust.transport.consumer import Consumer
+from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
+
+from agents.app import QunguardApp, _forwarded
+from pipeline.config import load_config
+
+
+def test_private_commit_takes_a_mapping_of_offsets():
+    params = list(inspect.signature(Consumer._commit_offsets).parameters)
+    assert params[:2] == ["self", "offsets"]
+    assert inspect.iscoroutinefunction(Consumer._commit_offsets)
+    # and it updates the committed offsets Faust reads when it seeks after a rebalance
+    assert "_committed_offset" in inspect.getsource(Consumer._commit_offsets)
+
+
+def test_seek_resets_the_read_offset_so_records_are_read_again():
+    source = inspect.getsource(Consumer.seek)
+    assert "_read_offset" in source and inspect.iscoroutinefunction(Consumer.seek)
+
+
+def test_highwater_and_assignment_calls_exist():
+    assert callable(AIOKafkaConsumer.highwater)
+    app = faust.App("adapter-x", broker="kafka://127.0.0.1:1", web_enabled=False, stream_wait_empty=False)
+    assert app.conf.stream_wait_empty is False  # no wait for acks at a rebalance or a stop
+    assert callable(app.assignor.assigned_actives)
+    # on_stop runs before Faust stops the consumer: the hook that stores what was taken
+    assert "_stop_consumer" in inspect.getsource(faust.App.on_stop)
+    assert QunguardApp.on_stop is not faust.App.on_stop
+
+
+def test_tables_expose_their_local_data_and_changelog(tmp_path):
+    cfg = load_config(env={"QG_WORKER_DATA_DIR": str(tmp_path)})
+    app = faust.App("adapter-check", broker="kafka://127.0.0.1:1", datadir=str(tmp_path), web_enabled=False)
+    table = app.Table("state-x", partitions=cfg.kafka.partitions)
+    assert isinstance(table.data, dict) or hasattr(table.data, "__setitem__")
+    assert table.changelog_topic.get_topic_name().endswith("state-x-changelog")
+    stream = app.stream(app.topic("t"))
+    assert callable(stream.noack) and callable(stream.noack_take)
+
+
+def test_forward_header_in_either_form_faust_hands_over():
+    assert _forwarded([("qg-origin", b"forward")]) and _forwarded({"qg-origin": b"forward"})
+    assert not _forwarded(None) and not _forwarded([("other", b"x")])
