@@ -144,7 +144,10 @@ class FaustPorts:
         await self.app.consumer._commit_offsets({FaustTP(t, p): o for (t, p), o in offsets.items()})  # noqa: SLF001
 
     async def seek(self, tp: TP, offset: int) -> None:
-        await self.app.consumer.seek(FaustTP(*tp), offset)
+        # seek_wait, not seek: Faust's seek calls aiokafka from this thread while the consumer
+        # thread fetches (measured: a KeyError inside aiokafka's fetcher crashed the worker);
+        # seek_wait runs in the consumer's thread and resets Faust's read offset too.
+        await self.app.consumer.seek_wait({FaustTP(*tp): offset})
 
     def owned(self) -> set[int]:
         name = self.events.get_topic_name()

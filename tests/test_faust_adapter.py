@@ -21,9 +21,13 @@ def test_private_commit_takes_a_mapping_of_offsets():
     assert "_committed_offset" in inspect.getsource(Consumer._commit_offsets)
 
 
-def test_seek_resets_the_read_offset_so_records_are_read_again():
-    source = inspect.getsource(Consumer.seek)
-    assert "_read_offset" in source and inspect.iscoroutinefunction(Consumer.seek)
+def test_seek_runs_in_the_consumer_thread_and_resets_the_read_offset():
+    from faust.transport.consumer import ThreadDelegateConsumer
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    assert inspect.iscoroutinefunction(ThreadDelegateConsumer.seek_wait)
+    source = inspect.getsource(AIOKafkaConsumerThread._seek_wait)
+    assert "_read_offset" in source and "call_thread" in inspect.getsource(AIOKafkaConsumerThread.seek_wait)
 
 
 def test_highwater_and_assignment_calls_exist():
