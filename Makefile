@@ -4,7 +4,7 @@
 PYTEST = .venv/bin/python -m pytest -p no:warnings -q
 # Modules mypy still reports errors in (see pyproject [tool.mypy]); `make check` leaves them out until
 # they are typed. Empty this list to type-check everything.
-MYPY_PENDING = pipeline/detectors/content/links.py pipeline/sink/writer.py schemas/rows.py agents/app.py
+MYPY_PENDING =
 empty :=
 MYPY_EXCLUDE = ^($(subst $(empty) $(empty),|,$(strip $(MYPY_PENDING:.py=))))\.py$$
 

@@ -141,7 +141,8 @@ class FaustPorts:
 
     async def commit(self, offsets: dict[TP, int]) -> None:
         # Private: Faust's public commit follows acked messages, which this worker does not use.
-        await self.app.consumer._commit_offsets({FaustTP(t, p): o for (t, p), o in offsets.items()})  # noqa: SLF001
+        consumer: Any = self.app.consumer
+        await consumer._commit_offsets({FaustTP(t, p): o for (t, p), o in offsets.items()})  # noqa: SLF001
 
     async def seek(self, tp: TP, offset: int) -> None:
         # seek_wait, not seek: Faust's seek calls aiokafka from this thread while the consumer
@@ -173,8 +174,10 @@ def register(app: QunguardApp, cfg: Config) -> DeliveryPath:
     processor = Processor(cfg, engine)
     ports = FaustPorts(app, cfg, stores)
     sink = ClickHouseSink(backend, cfg.sink, timer_topic=processor.timer_topic)
-    path = DeliveryPath(processor, sink, ports,
-                        on_fatal=lambda exc: asyncio.ensure_future(app.crash(exc)) and None)
+    def fatal(exc: BaseException) -> None:
+        asyncio.ensure_future(app.crash(exc))  # Faust stops the worker; a restart reads from the commit
+
+    path = DeliveryPath(processor, sink, ports, on_fatal=fatal)
     indexed: set[int] = set()  # partitions whose recovered state is in the engine's timer index
     topic_name = ports.events.get_topic_name()
 
@@ -184,7 +187,7 @@ def register(app: QunguardApp, cfg: Config) -> DeliveryPath:
 
     app.before_stop = before_stop
 
-    @app.on_partitions_revoked.connect
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(app: faust.App, revoked: set[FaustTP], **kwargs: Any) -> None:
         mine = [tp for tp in revoked if tp.topic == topic_name]
         # What was taken from these partitions is stored and committed before the new owner reads
@@ -195,7 +198,7 @@ def register(app: QunguardApp, cfg: Config) -> DeliveryPath:
         indexed.difference_update(gone)
         engine.forget(gone)
 
-    @app.on_partitions_assigned.connect
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(app: faust.App, assigned: set[FaustTP], **kwargs: Any) -> None:
         sink.expect_recovery()
 
@@ -204,7 +207,7 @@ def register(app: QunguardApp, cfg: Config) -> DeliveryPath:
         install_rate_limit()
 
     @app.agent(ports.events)
-    async def ingest(stream: faust.StreamT) -> None:
+    async def ingest(stream: Any) -> None:  # faust.Stream: StreamT does not declare noack()
         async for events in stream.noack().noack_take(TAKE_RECORDS, within=cfg.sink.batch_seconds / 2):
             await path.submit([
                 Record(e.message.value, e.message.topic, e.message.partition, e.message.offset,

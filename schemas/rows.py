@@ -23,6 +23,8 @@ class Source:
     index: int = 0  # position inside a batch envelope
 
 
+Row = tuple[Any, ...]  # one ClickHouse row, in its table's column order
+
 SRC_COLUMNS = ("src_topic", "src_partition", "src_offset", "src_index")
 
 RAW_COLUMNS = ("event_id", "kind", "org_id", "group_id", "user_id", "ts", "payload") + SRC_COLUMNS
@@ -66,7 +68,7 @@ def dumps(obj: Any) -> str:
     return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS).decode()
 
 
-def raw_row(event: dict[str, Any], src: Source) -> tuple:
+def raw_row(event: dict[str, Any], src: Source) -> Row:
     return (
         event["event_id"], event["kind"], event["org_id"], event.get("group_id") or "",
         event.get("user_id") or event.get("sender_id") or "", event["ts"], dumps(event),
@@ -76,12 +78,12 @@ def raw_row(event: dict[str, Any], src: Source) -> tuple:
 _message_values = itemgetter(*_MESSAGE_FIELDS)
 
 
-def message_row(event: dict[str, Any], tokens: list[str], src: Source) -> tuple:
+def message_row(event: dict[str, Any], tokens: list[str], src: Source) -> Row:
     values = [list(v) if type(v) is tuple else ("" if v is None else v) for v in _message_values(event)]
     return (event["event_id"], event["org_id"], *values, tokens, dumps(event["extra"]), event["ts"]) + _src(src)
 
 
-def finding_row(finding: dict[str, Any], src: Source) -> tuple:
+def finding_row(finding: dict[str, Any], src: Source) -> Row:
     return tuple(
         dumps(finding["evidence"]) if c == "evidence" else (finding[c] or "")
         for c in FINDING_COLUMNS[:-4]
@@ -123,11 +125,11 @@ def deadletter_message(record: dict[str, Any], limit: int = DEADLETTER_TOPIC_RAW
     return {**record, "raw": record["raw"][:limit], "truncated": True}
 
 
-def deadletter_row(record: dict[str, Any]) -> tuple:
+def deadletter_row(record: dict[str, Any]) -> Row:
     return tuple(record[c] for c in DEADLETTER_COLUMNS)
 
 
-def detector_row(table: str, record: dict[str, Any], src: Source) -> tuple:
+def detector_row(table: str, record: dict[str, Any], src: Source) -> Row:
     """A row a detector hands over beside its findings (`notices`, `responses`, `memberships`)."""
     if table == "notices":
         key = f"{record['group_id']}/{record['notice_id']}"

@@ -24,6 +24,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from functools import partial
 from typing import TypeVar
 
 from pipeline.config import SinkConfig
@@ -133,7 +134,7 @@ class ClickHouseSink:
             top = -1
             for table, columns in TABLES.items():
                 sql = queries.stored_since(self.backend.database, table, columns[0], tp[0], tp[1], off)
-                found = self._retry(lambda sql=sql: self.backend.query(sql))
+                found = self._retry(partial(self.backend.query, sql))
                 held[table] = {r[0] for r in found}
                 top = max([top, *(int(r[1]) for r in found)])
             if top >= off:
@@ -151,7 +152,7 @@ class ClickHouseSink:
             held: set[str] = set()
             for i in range(0, len(keys), KEYS_PER_QUERY):  # the server's max_query_size is 256 KiB
                 sql = queries.keys_stored(self.backend.database, table, TABLES[table][0], keys[i:i + KEYS_PER_QUERY])
-                held.update(r[0] for r in self._retry(lambda sql=sql: self.backend.query(sql)))
+                held.update(r[0] for r in self._retry(partial(self.backend.query, sql)))
             if held:
                 out[table] = held
         return out
@@ -178,7 +179,7 @@ class ClickHouseSink:
             if not rows:
                 continue
             columns = TABLES[table]
-            self._retry(lambda t=table, r=rows, c=columns: self.backend.insert(t, c, r))
+            self._retry(partial(self.backend.insert, table, columns, rows))
             n += len(rows)
             # Emptied per table, so a retry after a failure in a later table never rewrites this one.
             taken[table] = []

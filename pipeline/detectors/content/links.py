@@ -28,7 +28,7 @@ def allowed(domain: str, allow: Iterable[str]) -> bool:
 def find_links(text: str, urls: Iterable[str]) -> list[tuple[str, str, tuple[int, int] | None]]:
     """(url, domain, span in text or None) for every link, each once."""
     seen: set[str] = set()
-    out = []
+    out: list[tuple[str, str, tuple[int, int] | None]] = []
     if "." in text:
         for m in URL.finditer(text):
             url = m.group(1).rstrip(".,)")
