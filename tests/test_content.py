@@ -202,3 +202,15 @@ def test_check_command_prints_rule_term_span_and_normalised_form():
 def test_a_missing_lexicon_file_in_a_group_scope_is_caught_at_load(tmp_path):
     with pytest.raises(ConfigError, match=r"policy: groups.g7.content.lexicon.files\[0\]: cannot read"):
         Policy({"groups": {"g7": {"content": {"lexicon": {"files": ["nope.tsv"]}}}}}, base_dir=tmp_path)
+
+
+def test_the_timer_keeps_split_state_for_the_groups_own_window():
+    # A group set to 300 s: a term split over two messages three minutes apart is found even when
+    # the worker's timer ticks in between (it used to forget on the default 60 s window).
+    engine = Engine(Policy({"groups": {"g": {"content": {"split_window_seconds": 300}}}}))
+    engine.process(message("今晚一起去网上赌", n=1), [], (0, 1, 0))
+    assert engine.tick(DAY + 90_000).findings == [] and engine.stores["content"]
+    [f] = engine.process(message("博吧", ts=DAY + 180_000, n=2), [], (0, 2, 0)).findings
+    assert f["rule"] == "content.gambling"
+    engine.tick(DAY + 180_000 + 301_000)
+    assert not engine.stores["content"]

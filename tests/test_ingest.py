@@ -44,3 +44,27 @@ def test_one_megabyte_text_is_dead_lettered_whole():
     [dl] = decode_record(raw, SRC, 100_000).dead
     assert "350000 characters, over the limit of 100000" in dl["error"]
     assert dl["raw"].encode() == raw
+
+
+def test_a_producer_cannot_send_qunguards_own_kind():
+    fact = orjson.dumps({"kind": "membership", "event_id": "f1", "org_id": "o", "ts": 1_763_700_000_000,
+                         "group_id": "g", "user_id": "u", "action": "join"})
+    out = decode_record(fact, Source("qg.events", 0, 1), 1000)
+    assert out.events == [] and "producers cannot send it" in out.dead[0]["error"]
+    assert len(decode_record(fact, Source("qg.events", 0, 1), 1000, internal=True).events) == 1
+
+
+def test_poison_that_cannot_be_stored_or_sent_is_a_dead_letter_that_fits():
+    from schemas.rows import DEADLETTER_TOPIC_RAW, deadletter_message
+
+    deep = (b'{"kind":"roster","event_id":"d","org_id":"o","ts":1763700000000,"user_id":"u","name":"n",'
+            b'"x":' + b"[" * 300 + b"1" + b"]" * 300 + b"}")
+    [dl] = decode_record(deep, Source("qg.events", 0, 1), 1000).dead
+    assert "unknown fields cannot be stored" in dl["error"]
+    huge = decode_record(b"\xff" * 3_500_000, Source("qg.events", 0, 2), 1000).dead[0]
+    msg = deadletter_message(huge)
+    assert huge["raw_size"] == 3_500_000 and len(huge["raw"]) > 4_000_000  # the table keeps it all
+    assert msg["truncated"] and len(msg["raw"]) == DEADLETTER_TOPIC_RAW and len(orjson.dumps(msg)) < 100_000
+    big_ts = decode_record(b'{"kind":"roster","event_id":"b","org_id":"o","ts":1' + b"0" * 30
+                           + b',"user_id":"u","name":"n"}', Source("qg.events", 0, 3), 1000).dead[0]
+    assert "is not epoch milliseconds between 2000 and 2100" in big_ts["error"]
