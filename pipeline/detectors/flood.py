@@ -25,7 +25,7 @@ needs, and `tick` releases a group once it has been quiet for longer than any wi
 from __future__ import annotations
 
 import bisect
-from typing import Any
+from typing import Any, cast
 
 from pipeline.detectors import EXEMPT_TYPES, Context, Outcome
 from pipeline.policy import Flood, Policy
@@ -46,7 +46,7 @@ class FloodDetector:
         self.policy = policy or Policy()
 
     def state_key(self, event: dict[str, Any]) -> str:
-        return event["group_id"]
+        return cast(str, event["group_id"])
 
     def on_event(self, event: dict[str, Any], state: Any, ctx: Context) -> Outcome:
         if event["msg_type"] in EXEMPT_TYPES:
@@ -59,7 +59,7 @@ class FloodDetector:
         elif ts < state["last"] - cfg.late_seconds * 1000:
             return Outcome()  # too late to take its place in order (module docstring)
         state["last"] = max(state["last"], ts)
-        findings: list[dict] = []
+        findings: list[dict[str, Any]] = []
         text = event["text"] or ""
         folded = fold(text) if text else ""
         key = self._key(event, state, cfg, text, folded)
@@ -100,7 +100,7 @@ class FloodDetector:
 
     # --- flood.repeat -------------------------------------------------------------------------
 
-    def _key(self, event: dict[str, Any], state: dict, cfg: Flood, text: str, folded: str) -> str | None:
+    def _key(self, event: dict[str, Any], state: dict[str, Any], cfg: Flood, text: str, folded: str) -> str | None:
         """What identifies "the same text"; None for a message that can only end a run."""
         if not text.strip():
             return None  # an image, a file, a sticker without a code: different from any text
@@ -112,12 +112,12 @@ class FloodDetector:
                 return None  # answering an open notice is what it asked for (SPEC §4)
         return folded or text.strip()
 
-    def _repeats(self, event: dict[str, Any], state: dict, cfg: Flood) -> list[dict]:
+    def _repeats(self, event: dict[str, Any], state: dict[str, Any], cfg: Flood) -> list[dict[str, Any]]:
         """Walk the runs through the tail; report each run that reached N and was not reported."""
         need, gap = cfg.repeat_count, cfg.repeat_gap_seconds * 1000
         rep = state["rep"]
         pre = state["pre"]
-        found: list[dict] = []
+        found: list[dict[str, Any]] = []
         # A run: key, count before the tail, first ts, last ts, reported, its tail members.
         run = [pre["k"], pre["n"], pre["t0"], pre["t"], pre["rep"], []] if pre else [None, 0, 0, 0, False, []]
         runs = []
@@ -139,13 +139,13 @@ class FloodDetector:
             found.append(self._repeat_finding(event, key, nth, t0, need))
         return found
 
-    def _repeat_finding(self, event: dict[str, Any], key: str, nth: list, t0: int, need: int) -> dict:
+    def _repeat_finding(self, event: dict[str, Any], key: str, nth: list[Any], t0: int, need: int) -> dict[str, Any]:
         ts, _, msg_id, sender = nth
         evidence = {"normalized": key, "count": need, "threshold": need, "first_ts": t0, "window_ms": ts - t0}
         return make_finding("flood.repeat", "medium", event["org_id"], event["group_id"], msg_id, sender, ts,
                             evidence)
 
-    def _fold(self, state: dict, cfg: Flood) -> None:
+    def _fold(self, state: dict[str, Any], cfg: Flood) -> None:
         """Move messages no late arrival can precede any more into the `pre` run summary."""
         tail, rep = state["tail"], state["rep"]
         floor = state["last"] - cfg.late_seconds * 1000
@@ -168,7 +168,7 @@ class FloodDetector:
 
     # --- flood.rate ---------------------------------------------------------------------------
 
-    def _rate(self, event: dict[str, Any], state: dict, cfg: Flood) -> list[dict]:
+    def _rate(self, event: dict[str, Any], state: dict[str, Any], cfg: Flood) -> list[dict[str, Any]]:
         ts, msg_id = event["ts"], event["msg_id"]
         st = state["senders"].setdefault(event["sender_id"], {"t": [], "over": None})
         evidence: dict[str, Any] = {}
@@ -190,7 +190,7 @@ class FloodDetector:
         return [make_finding("flood.rate", "medium", event["org_id"], event["group_id"], at_msg,
                              event["sender_id"], at_ts, evidence)]
 
-    def _burst(self, st: dict, times_key: str, over_key: str, limit: int, ts: int, msg_id: str,
+    def _burst(self, st: dict[str, Any], times_key: str, over_key: str, limit: int, ts: int, msg_id: str,
                cfg: Flood) -> tuple[int, str, int, int] | None:
         """Insert the post; the first post of a new burst it completes, as (ts, msg_id, count, first)."""
         window = cfg.rate_window_seconds * 1000

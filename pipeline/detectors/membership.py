@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 
-def apply_member_event(members: dict[str, list], event: dict[str, Any]) -> None:
+def apply_member_event(members: dict[str, list[str]], event: dict[str, Any]) -> None:
     uid, action = event["user_id"], event["action"]
     current = members.get(uid)
     if action in ("leave", "kick"):
@@ -23,7 +23,7 @@ def apply_member_event(members: dict[str, list], event: dict[str, Any]) -> None:
         members[uid] = [current[0] if current else (event["nickname"] or uid), event["role"] or "member"]
 
 
-def note_sender(members: dict[str, list], event: dict[str, Any]) -> None:
+def note_sender(members: dict[str, list[str]], event: dict[str, Any]) -> None:
     uid = event["sender_id"]
     current = members.get(uid)
     name = event["sender_name"] or (current[0] if current else uid)

@@ -9,6 +9,7 @@ State per group and sender holds the tail of the last message, for split-message
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any
 
 from pipeline.detectors import EXEMPT_TYPES, KEEP, Context, Outcome
@@ -24,9 +25,10 @@ from schemas.records import SEVERITIES, make_finding
 
 _RANK = {s: i for i, s in enumerate(SEVERITIES)}
 TEXT_CACHE = 100_000  # texts whose text-only evidence is remembered
+_Entry = tuple[str, str, str, dict[str, Any]]  # (rule, severity, evidence key, item)
 
 
-def _add(out: dict[str, tuple[str, dict]], rule: str, severity: str, key: str, item: Any) -> None:
+def _add(out: dict[str, tuple[str, dict[str, Any]]], rule: str, severity: str, key: str, item: Any) -> None:
     """Add one piece of evidence to the rule's finding; the finding takes the highest severity."""
     sev, ev = out.get(rule, (severity, {}))
     ev.setdefault(key, []).append(item)
@@ -40,8 +42,8 @@ class ContentDetector:
 
     def __init__(self, policy: Policy | None = None) -> None:
         self.policy = policy or Policy()
-        self._prepared: dict[int, tuple[Content, Matcher, list[tuple[str, re.Pattern]]]] = {}
-        self._texts: dict[tuple, tuple[str, tuple]] = {}
+        self._prepared: dict[int, tuple[Content, Matcher, list[tuple[str, re.Pattern[str]]]]] = {}
+        self._texts: dict[tuple[int, str, bool], tuple[str, tuple[_Entry, ...]]] = {}
         self._prepare(self.policy.default)  # a bad lexicon file stops start-up, not the first message
 
     def state_key(self, event: dict[str, Any]) -> str:
@@ -72,11 +74,12 @@ class ContentDetector:
 
     # --- evidence -----------------------------------------------------------------------------
 
-    def evidence(self, event: dict[str, Any], content: Content, state: Any) -> tuple[str, dict[str, tuple[str, dict]]]:
+    def evidence(self, event: dict[str, Any], content: Content,
+                 state: Any) -> tuple[str, dict[str, tuple[str, dict[str, Any]]]]:
         """The folded text and rule → (severity, evidence) for one message."""
         text = event["text"] or ""
         folded, from_text = self._text_evidence(content, text, bool(event["urls"]))
-        out: dict[str, tuple[str, dict]] = {}
+        out: dict[str, tuple[str, dict[str, Any]]] = {}
         for rule, severity, key, item in from_text:
             _add(out, rule, severity, key, dict(item))  # a copy: cached items are shared
         _, matcher, patterns = self._prepare(content)
@@ -106,7 +109,7 @@ class ContentDetector:
                     "tz": str(tz)})
         return folded, out
 
-    def _text_evidence(self, content: Content, text: str, has_urls: bool) -> tuple[str, tuple]:
+    def _text_evidence(self, content: Content, text: str, has_urls: bool) -> tuple[str, tuple[_Entry, ...]]:
         """Everything that depends on the text alone, cached per policy setting and text: chat
         repeats itself (收到, 好的, the same notice forwarded), like the tokenizer's cache."""
         key = (id(content), text, has_urls)
@@ -115,7 +118,7 @@ class ContentDetector:
             return cached
         folded = fold(text)
         _, matcher, patterns = self._prepare(content)
-        entries: list[tuple] = []
+        entries: list[_Entry] = []
         if text:
             entries += self._lexicon(matcher, patterns, "text", text, folded)
             if not has_urls:  # with a urls field, links are taken from both together, uncached
@@ -129,7 +132,7 @@ class ContentDetector:
         return result
 
     @staticmethod
-    def _links(content: Content, text: str, urls) -> list[tuple]:
+    def _links(content: Content, text: str, urls: Iterable[str]) -> list[_Entry]:
         if "." not in text and not urls:
             return []
         return [("content.link", "medium", "links", {"url": url, "domain": domain,
@@ -137,9 +140,9 @@ class ContentDetector:
                 for url, domain, span in find_links(text, urls) if not allowed(domain, content.allowed_domains)]
 
     @staticmethod
-    def _lexicon(matcher: Matcher, patterns: list[tuple[str, re.Pattern]], field: str,
-                 value: str, folded: str | None) -> list[tuple]:
-        out = [(f"content.{m.term.category}", m.term.severity, "matches", {
+    def _lexicon(matcher: Matcher, patterns: list[tuple[str, re.Pattern[str]]], field: str,
+                 value: str, folded: str | None) -> list[_Entry]:
+        out: list[_Entry] = [(f"content.{m.term.category}", m.term.severity, "matches", {
                     "term": m.term.term, "field": field, "span": [m.start, m.end],
                     "text": value[m.start:m.end], "normalized": m.normalized})
                for m in matcher.find(value, folded) if not is_reminder(value, m.start, m.end)]
@@ -149,7 +152,7 @@ class ContentDetector:
                     for m in pattern.finditer(value)]
         return out
 
-    def _prepare(self, content: Content) -> tuple[Content, Matcher, list[tuple[str, re.Pattern]]]:
+    def _prepare(self, content: Content) -> tuple[Content, Matcher, list[tuple[str, re.Pattern[str]]]]:
         """The automaton and compiled patterns of one policy setting (Policy keeps each Content alive)."""
         found = self._prepared.get(id(content))
         if found is None or found[0] is not content:
@@ -158,6 +161,6 @@ class ContentDetector:
             self._prepared[id(content)] = found
         return found
 
-    def _finding(self, event: dict[str, Any], rule: str, severity: str, evidence: dict) -> dict:
+    def _finding(self, event: dict[str, Any], rule: str, severity: str, evidence: dict[str, Any]) -> dict[str, Any]:
         return make_finding(rule, severity, event["org_id"], event["group_id"], event["msg_id"],
                             event["sender_id"], event["ts"], evidence)

@@ -19,6 +19,8 @@ from pipeline.text.normalize import normalize_term
 from schemas.records import SEVERITIES
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "lexicon"
+# (files, sorted additions, removals, allowed phrases, base dir): a Lexicon, hashable for the cache
+_Key = tuple[tuple[str, ...], tuple[tuple[str, tuple[str, ...]], ...], tuple[str, ...], tuple[str, ...], Path]
 
 
 def read_terms(path: Path, category: str | None = None) -> list[Term]:
@@ -81,7 +83,7 @@ def matcher_for(lexicon: Lexicon, base_dir: Path) -> Matcher:
 
 
 @lru_cache(maxsize=64)
-def _build(key: tuple) -> Matcher:
+def _build(key: _Key) -> Matcher:
     files, add, remove, allow, base_dir = key
     lexicon = Lexicon(files=files, add=dict(add), remove=remove, allow=allow)
     terms = [t for cat in CATEGORIES for t in read_terms(DATA / f"{cat}.tsv", cat)]

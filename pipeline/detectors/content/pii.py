@@ -70,7 +70,7 @@ def find_personal(text: str) -> list[Personal]:
         return []
     out: list[Personal] = []
 
-    def add(kind: str, m: re.Match, masked: str) -> None:
+    def add(kind: str, m: re.Match[str], masked: str) -> None:
         s, e = m.span(1)
         if not any(p.start < e and s < p.end for p in out):  # a digit run is one kind of data
             out.append(Personal(kind, s, e, masked))

@@ -30,7 +30,7 @@ after the deadline is recorded with its delay (the `responses` rows), and is not
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from pipeline.detectors import EXEMPT_TYPES, Context, Outcome, Row
 from pipeline.detectors.deadline.when import due, escalation
@@ -53,7 +53,7 @@ class DeadlineDetector:
         self.policy = policy or Policy()
 
     def state_key(self, event: dict[str, Any]) -> str:
-        return event["group_id"]
+        return cast(str, event["group_id"])
 
     def on_event(self, event: dict[str, Any], state: Any, ctx: Context) -> Outcome:
         if state is None:
@@ -93,7 +93,7 @@ class DeadlineDetector:
         if not state["notices"]:
             return Outcome()
         cfg = self.policy.deadline_for(state["org"], key)
-        findings: list[dict] = []
+        findings: list[dict[str, Any]] = []
         changed = False
         kept = []
         for n in state["notices"]:
@@ -117,7 +117,7 @@ class DeadlineDetector:
 
     # --- notices and answers ------------------------------------------------------------------
 
-    def _open(self, event: dict[str, Any], state: dict, text: str, rows: list[Row]) -> None:
+    def _open(self, event: dict[str, Any], state: dict[str, Any], text: str, rows: list[Row]) -> None:
         cfg = self.policy.deadline_for(event["org_id"], event["group_id"])
         members = state["members"]
         mentioned = [m for m in event["mentions"] if m != "@all"]
@@ -135,7 +135,7 @@ class DeadlineDetector:
             "sender_id": event["sender_id"], "ts": event["ts"], "due": deadline, "basis": basis,
             "responders": len(need), "text": notice["text"]}))
 
-    def _answer(self, event: dict[str, Any], state: dict, text: str, folded: str, rows: list[Row]) -> None:
+    def _answer(self, event: dict[str, Any], state: dict[str, Any], text: str, folded: str, rows: list[Row]) -> None:
         uid = event["sender_id"]
         waiting = [n for n in state["notices"] if uid in n["need"] and uid not in n["ans"] and n["ts"] <= event["ts"]]
         if not waiting:
@@ -157,7 +157,8 @@ class DeadlineDetector:
             "user_id": uid, "msg_id": event["msg_id"], "ts": event["ts"], "delay_ms": delay,
             "late": event["ts"] > chosen["due"], "how": how}))
 
-    def _late(self, state: dict, group_id: str, n: dict, moment: int, rule: str, severity: str) -> list[dict]:
+    def _late(self, state: dict[str, Any], group_id: str, n: dict[str, Any], moment: int, rule: str,
+              severity: str) -> list[dict[str, Any]]:
         """One finding per member asked who had neither answered nor left by `moment`."""
         out = []
         for uid, name in n["need"].items():

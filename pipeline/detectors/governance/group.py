@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from pipeline.detectors import EXEMPT_TYPES, Context, Outcome
 from pipeline.detectors.membership import apply_member_event, note_sender
@@ -49,7 +49,7 @@ class GroupDetector:
         self.policy = policy or Policy()
 
     def state_key(self, event: dict[str, Any]) -> str:
-        return event["group_id"]
+        return cast(str, event["group_id"])
 
     def on_event(self, event: dict[str, Any], state: Any, ctx: Context) -> Outcome:
         if state is None:
@@ -67,7 +67,8 @@ class GroupDetector:
                 findings, state = self._group(event, state, cfg, fwd)
         return Outcome(findings, forward=fwd, state=state)
 
-    def _message(self, event: dict[str, Any], state: dict, fwd: list[dict]) -> tuple[list[dict], Any]:
+    def _message(self, event: dict[str, Any], state: dict[str, Any],
+                 fwd: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], Any]:
         if event["msg_type"] in EXEMPT_TYPES:
             return [], state
         state["last"] = max(state["last"], [event["ts"], event["msg_id"]])
@@ -80,8 +81,8 @@ class GroupDetector:
                           event["msg_id"], approved=False)
         return [], state
 
-    def _member(self, event: dict[str, Any], state: dict, cfg: Membership,
-                fwd: list[dict]) -> tuple[list[dict], Any]:
+    def _member(self, event: dict[str, Any], state: dict[str, Any], cfg: Membership,
+                fwd: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], Any]:
         members = state["m"]
         uid, action, actor = event["user_id"], event["action"], event["actor_id"]
         actor_role = (members.get(actor) or [None, None])[1] if actor else None
@@ -108,8 +109,8 @@ class GroupDetector:
                           event["event_id"], approved=False)
         return findings, state
 
-    def _group(self, event: dict[str, Any], state: dict, cfg: Membership,
-               fwd: list[dict]) -> tuple[list[dict], Any]:
+    def _group(self, event: dict[str, Any], state: dict[str, Any], cfg: Membership,
+               fwd: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], Any]:
         if event["action"] == "dissolve":
             for uid in state["m"]:  # nobody is in a dissolved group any more
                 self._forward(fwd, event, uid, "leave", None, event["event_id"], approved=False)
@@ -147,8 +148,8 @@ class GroupDetector:
                                              {"name": event["name"], "pattern": cfg.name_pattern}))
         return findings, state
 
-    def _forward(self, fwd: list[dict], event: dict[str, Any], uid: str, action: str, nickname: str | None, source: str,
-                 approved: bool) -> None:
+    def _forward(self, fwd: list[dict[str, Any]], event: dict[str, Any], uid: str, action: str, nickname: str | None,
+                 source: str, approved: bool) -> None:
         digest = hashlib.blake2b(f"{source}\x1f{uid}".encode(), digest_size=10).hexdigest()
         fwd.append({
             "kind": "membership", "event_id": f"mb-{digest}",

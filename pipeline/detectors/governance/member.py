@@ -78,7 +78,7 @@ class MemberDetector:
         pend = sorted(pend)
         due = [p for p in pend if p[0] <= now]
         state = {**state, "g": {g: dict(e) for g, e in state["g"].items()}, "pend": pend[len(due):]}
-        findings: list[dict] = []
+        findings: list[dict[str, Any]] = []
         rows: list[Row] = []
         for ts, rank, eid, item in due:
             if rank == 1:
@@ -90,7 +90,8 @@ class MemberDetector:
 
     # --- applying one input -------------------------------------------------------------------
 
-    def _roster(self, state: dict, ts: int, eid: str, entry: list, rows: list[Row]) -> list[dict]:
+    def _roster(self, state: dict[str, Any], ts: int, eid: str, entry: list[Any],
+                rows: list[Row]) -> list[dict[str, Any]]:
         if state["r"] == entry:
             return []
         state["r"] = entry
@@ -99,7 +100,7 @@ class MemberDetector:
             findings += self._judge(state, gid, ts, eid, rows, joined=False)
         return findings
 
-    def _membership(self, state: dict, ts: int, item: list, rows: list[Row]) -> list[dict]:
+    def _membership(self, state: dict[str, Any], ts: int, item: list[Any], rows: list[Row]) -> list[dict[str, Any]]:
         gid, action, nickname, approved, source = item
         groups = state["g"]
         if action == "leave":
@@ -115,7 +116,8 @@ class MemberDetector:
             entry["nick"] = nickname
         return self._judge(state, gid, ts, source, rows, joined=action == "join")
 
-    def _judge(self, state: dict, gid: str, ts: int, msg_id: str, rows: list[Row], joined: bool) -> list[dict]:
+    def _judge(self, state: dict[str, Any], gid: str, ts: int, msg_id: str, rows: list[Row],
+               joined: bool) -> list[dict[str, Any]]:
         """Re-judge one (group, person) after a change; report what newly breaks a rule."""
         entry, roster, org, uid = state["g"][gid], state["r"], state["org"], state["uid"]
         cfg = self.policy.membership_for(org, gid)
@@ -144,7 +146,8 @@ class MemberDetector:
         self._row(rows, state, gid, ts, entry, ok is False)
         return findings
 
-    def _row(self, rows: list[Row], state: dict, gid: str, ts: int, entry: dict | None, bad: bool = False) -> None:
+    def _row(self, rows: list[Row], state: dict[str, Any], gid: str, ts: int, entry: dict[str, Any] | None,
+             bad: bool = False) -> None:
         state["seq"] += 1
         roster = state["r"] or ("", "", "")
         rows.append(("memberships", {
