@@ -191,12 +191,16 @@ def register(app: QunguardApp, cfg: Config) -> DeliveryPath:
     async def on_revoked(app: faust.App, revoked: set[FaustTP], **kwargs: Any) -> None:
         mine = [tp for tp in revoked if tp.topic == topic_name]
         # What was taken from these partitions is stored and committed before the new owner reads
-        # them (bounded: with ClickHouse down the new owner reads them again, deduplicated there).
-        await path.drain(SHUTDOWN_SECONDS)
-        path.revoked([(tp.topic, tp.partition) for tp in mine])
-        gone = {tp.partition for tp in mine}
-        indexed.difference_update(gone)
-        engine.forget(gone)
+        # them. If that cannot be done in time (ClickHouse down), this worker's memory is ahead of
+        # what is stored: it stops, and a restart starts from the commits and the changelogs.
+        if not await path.drain(SHUTDOWN_SECONDS):
+            path.fail(RuntimeError("partitions revoked while their records could not be stored"))
+            return
+        async with path.lock:
+            path.revoked([(tp.topic, tp.partition) for tp in mine])
+            gone = {tp.partition for tp in mine}
+            indexed.difference_update(gone)
+            engine.forget(gone)
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(app: faust.App, assigned: set[FaustTP], **kwargs: Any) -> None:
@@ -227,23 +231,30 @@ def register(app: QunguardApp, cfg: Config) -> DeliveryPath:
         answers to it that are still in Kafka have been read."""
         if app.in_recovery or app.rebalancing or path.broken is not None:
             return  # a timer must see a group's whole state, not a changelog half read
-        owned = ports.owned()
-        unknown = [(topic_name, p) for p in owned if not path.gate.knows((topic_name, p))]
-        if unknown:
-            path.assigned(await ports.start_offsets(unknown))
-        if not path.gate.caught_up(ports.highwaters(owned)):
-            return
-        new = owned - indexed
-        if new:
+        try:
+            owned = ports.owned()
+            unknown = [(topic_name, p) for p in owned if not path.gate.knows((topic_name, p))]
+            if unknown:
+                path.assigned(await ports.start_offsets(unknown))
+            if not path.gate.caught_up(ports.highwaters(owned)):
+                return
             async with path.lock:
-                for store in stores.values():
-                    store.keep_only(owned)
-                n = await asyncio.to_thread(engine.reindex, new)
-            indexed.update(new)
-            log.info("timer index: %d keys of partitions %s", n, sorted(new))
+                owned = ports.owned()  # a rebalance may have come in between
+                new = owned - indexed
+                if new:
+                    for store in stores.values():
+                        store.keep_only(owned)
+                    n = await asyncio.to_thread(engine.reindex, new)
+                    indexed.update(new)
+                    sink.expect_recovery()  # their timers may fire again what a dead worker stored
+                    log.info("timer index: %d keys of partitions %s", n, sorted(new))
+        except Exception as exc:  # noqa: BLE001 -- a broker away: the next interval tries again
+            log.warning("timers skipped: %s: %s", type(exc).__name__, exc)
+            return
         wall = int(time.time() * 1000)
-        # Caught up, the latest event time seen is a moment that has certainly come, too.
-        now = max(wall - int(cfg.worker.timer_grace_seconds * 1000), engine.watermark)
+        # Caught up, the latest event time seen is a moment that has come too; never past the wall
+        # clock, though: one future-dated event must not fire every deadline at once.
+        now = max(wall - int(cfg.worker.timer_grace_seconds * 1000), min(engine.watermark, wall))
         await path.tick(now, owned)
 
     return path

@@ -113,7 +113,11 @@ class Engine:
                 if env is None:
                     continue
                 n = ticked[(i, key)] = ticked.get((i, key), 0) + 1
-                out = det.tick(key, self._state(det, key, env), ctx)
+                try:
+                    out = det.tick(key, self._state(det, key, env), ctx)
+                except Exception:  # one key's bug must not stop every timer (nor crash-loop the worker)
+                    log.exception("%s: tick of %s failed; it waits for its next event", det.name, key)
+                    continue
                 _merge(result, out)
                 if out.state is None:
                     del store[key]

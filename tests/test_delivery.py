@@ -212,7 +212,7 @@ async def _run(kafka: FakeKafka, backend, cfg, kills: list[tuple[str, int]], unt
                         batch.append(Record(value, TOPIC, p, off, internal))
                 if not batch:
                     break
-                if rng.random() < 0.2:  # a redelivery and a record that overtook its predecessors
+                if len(batch) > 2 and rng.random() < 0.2:  # a redelivery, and a record that overtook others
                     batch = batch[: len(batch) // 2] + batch[1:]
                     batch.insert(0, batch.pop())
                 await path.submit(batch)

@@ -12,8 +12,9 @@ So the worker keeps its own account per partition, starting at the offset commit
 - a record above it is behind a hole: it is dropped too, and the partition is sought back to the
   expected offset (again every `SEEK_AGAIN_SECONDS` until the hole fills, since records already
   fetched can overtake a seek). The events topic is neither compacted nor transactional, so its
-  offsets are consecutive; if a hole has not filled after `GIVE_UP_SEEKS` seeks the offsets do not
-  exist (retention, transaction markers) and the gate moves on, with an error in the log.
+  offsets are consecutive; if a hole has not filled after `GIVE_UP_SEEKS` seeks that the consumer
+  answered with later records, the offsets do not exist (retention, transaction markers) and the
+  gate moves on, with an error in the log.
 Commits then only ever cover records that were admitted and stored: the batch's next offsets.
 """
 
@@ -38,6 +39,7 @@ class _Partition:
     seeks: int = 0
     last_seek: float = 0.0
     beyond: int | None = None  # the lowest offset seen behind the current hole
+    fetched: bool = False  # a record behind the hole arrived since the last seek (the consumer reads)
 
 
 @dataclass
@@ -73,6 +75,7 @@ class OrderGate:
                 log.warning("%s:%d: offset %d arrived before %d; reading from %d again",
                             tp[0], tp[1], offset, p.expected, p.expected)
             p.beyond = offset if p.beyond is None else min(p.beyond, offset)
+            p.fetched = True
         return False
 
     def seeks(self) -> dict[TP, int]:
@@ -82,6 +85,8 @@ class OrderGate:
         for tp, p in self.parts.items():
             if p.hole_since is None or p.expected is None or now - p.last_seek < SEEK_AGAIN_SECONDS:
                 continue
+            # Only seeks answered by records count towards giving up: a paused partition (recovery,
+            # a broker restart) proves nothing about the offsets.
             if p.seeks >= GIVE_UP_SEEKS and p.beyond is not None:
                 log.error("%s:%d: offsets %d..%d never arrived after %d seeks; they do not exist in the "
                           "log (retention or transaction markers): moving on", tp[0], tp[1], p.expected,
@@ -89,7 +94,9 @@ class OrderGate:
                 p.expected, p.hole_since, p.seeks, p.beyond = p.beyond, None, 0, None
                 out[tp] = p.expected
                 continue
-            p.seeks += 1
+            if p.fetched:
+                p.seeks += 1
+            p.fetched = False
             p.last_seek = now
             out[tp] = p.expected
         return out

@@ -58,6 +58,7 @@ class Sink(Protocol):
     def take(self) -> dict[str, list[tuple[Any, ...]]]: ...
     def write(self, taken: dict[str, list[tuple[Any, ...]]]) -> int: ...
     def stop(self) -> None: ...
+    def forget(self, tps: Collection[TP]) -> None: ...
 
     @property
     def pending_rows(self) -> int: ...
@@ -120,17 +121,23 @@ class DeliveryPath:
         if self._closing:
             return
         async with self.lock:
+            if self._closing:
+                return
             unknown = {r.tp for r in records if not self.gate.knows(r.tp)}
             if unknown:
                 for tp, start in (await self.ports.start_offsets(unknown)).items():
                     self.gate.assign(tp, start)
             admitted = [r for r in records if self.gate.admit(r.tp, r.offset)]
-            for tp, offset in self.gate.seeks().items():
-                await self.ports.seek(tp, offset)
-            if not admitted:
-                return
-            batch = await asyncio.to_thread(self.detect, admitted)
-            await self._after_detect(batch, _ends(admitted), len(admitted))
+            if admitted:
+                try:
+                    batch = await asyncio.to_thread(self.detect, admitted)
+                    await self._after_detect(batch, _ends(admitted), len(admitted))
+                except BaseException as exc:
+                    # The gate has moved past these records: nothing after them may be committed
+                    # by this process any more. A restart reads them again from the last commit.
+                    self.fail(exc)
+                    raise
+        await self.seek_holes()
 
     def detect(self, records: Sequence[Record]) -> Batch:
         return self.processor.process(
@@ -139,9 +146,27 @@ class DeliveryPath:
     async def tick(self, now: int, partitions: Collection[int]) -> Batch:
         """Timers at `now` for the partitions this worker owns, through the same steps."""
         async with self.lock:
-            batch = await asyncio.to_thread(self.processor.tick, partitions, now)
-            await self._after_detect(batch, {}, 0, force=len(batch) > 0)
+            if self._closing:
+                return Batch()
+            try:
+                batch = await asyncio.to_thread(self.processor.tick, partitions, now)
+                await self._after_detect(batch, {}, 0, force=len(batch) > 0)
+            except BaseException as exc:
+                self.fail(exc)
+                raise
             return batch
+
+    def fail(self, exc: BaseException) -> None:
+        """Stop the path: the edge stops the worker (a shutdown's cancellation is no failure)."""
+        first = not self._closing
+        self._closing = True
+        if isinstance(exc, (asyncio.CancelledError, SinkStopped)):
+            return
+        if self.broken is None:
+            self.broken = exc
+        if first:
+            log.critical("delivery stopped: %s: %s", type(exc).__name__, exc)
+            self.on_fatal(exc)
 
     async def _after_detect(self, batch: Batch, offsets: dict[TP, int], records: int, force: bool = False) -> None:
         state = self.ports.snapshot_state()  # before anything else can change it
@@ -161,6 +186,8 @@ class DeliveryPath:
             await self._maybe_write(force)
 
     async def _maybe_write(self, force: bool) -> None:
+        if self.broken is not None:
+            raise self.broken  # nothing is written or committed after a failed write
         if not (self.sink.pending_rows or self._offsets or self._state):
             return
         # Due by size or age; or nothing to write at all (every row was a duplicate), which costs
@@ -178,27 +205,28 @@ class DeliveryPath:
         try:
             rows = await asyncio.to_thread(self.sink.write, unit.rows)
             await self.ports.save_state(unit.state)
-        except Exception as exc:
-            # Nothing after these records may be committed now: the path stops, and the worker
-            # with it (the edge decides how); a restart reads them again from the last commit.
-            self._closing = True
-            self.broken = exc
-            if not isinstance(exc, SinkStopped):
-                log.critical("delivery stopped: %s: %s", type(exc).__name__, exc)
-                self.on_fatal(exc)
+            if unit.offsets:
+                await self.ports.commit(unit.offsets)
+        except BaseException as exc:
+            self.fail(exc)
+            if self.broken is None:
+                self.broken = exc
             raise
-        if unit.offsets:
-            await self.ports.commit(unit.offsets)
         self.stats.writes += 1
         self.stats.rows += rows
         self.stats.last_write = self.clock()
         log.info("stored: records=%d rows=%d", unit.records, rows)
 
     async def wait_written(self) -> None:
-        """Wait for the write in flight."""
-        task, self._inflight = self._inflight, None
-        if task is not None:
-            await task
+        """Wait for the write in flight (a waiter's cancellation does not cancel the write)."""
+        task = self._inflight
+        if task is None:
+            return
+        try:
+            await asyncio.shield(task)
+        finally:
+            if task.done() and self._inflight is task:
+                self._inflight = None
 
     async def drain(self, timeout: float) -> bool:
         """Store and commit everything taken so far, within `timeout` (a rebalance, a shutdown).
@@ -208,7 +236,7 @@ class DeliveryPath:
                 await self._maybe_write(force=True)
 
         try:
-            await asyncio.wait_for(everything(), timeout)
+            await asyncio.wait_for(asyncio.shield(asyncio.ensure_future(everything())), timeout)
             return True
         except Exception as exc:  # noqa: BLE001 -- a timeout or a failed write: read again later
             log.warning("%s while storing what was taken; it is read again from the last commit",
@@ -223,13 +251,19 @@ class DeliveryPath:
                 self.gate.assign(tp, start)
 
     def revoked(self, tps: Collection[TP]) -> None:
+        """Call holding `lock`, after `drain`."""
         self.gate.revoke(tps)
+        self.sink.forget(tps)
         for tp in tps:
             self._offsets.pop(tp, None)
 
     async def seek_holes(self) -> None:
+        """Seek back over holes; a seek that fails is tried again at the next interval."""
         for tp, offset in self.gate.seeks().items():
-            await self.ports.seek(tp, offset)
+            try:
+                await self.ports.seek(tp, offset)
+            except Exception as exc:  # noqa: BLE001 -- e.g. the partition was just revoked
+                log.warning("seek %s:%d to %d failed (%s); trying again", tp[0], tp[1], offset, exc)
 
     async def close(self, timeout: float) -> bool:
         """Stop taking records and store what was taken, within `timeout` seconds; then stop the

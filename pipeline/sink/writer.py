@@ -23,7 +23,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from functools import partial
 from typing import TypeVar
 
@@ -64,6 +64,12 @@ class ClickHouseSink:
         self._recovered: dict[TP, tuple[int, dict[str, set[str]]]] = {}
         self._check_timer_until = clock() + RECOVER_SECONDS
         self._stop = threading.Event()
+
+    def forget(self, tps: Collection[TP]) -> None:
+        """Partitions revoked: when one comes back, what others stored meanwhile is checked again."""
+        for tp in tps:
+            self._last_offset.pop(tp, None)
+            self._recovered.pop(tp, None)
 
     def expect_recovery(self) -> None:
         """A partition was assigned: timer rows it fires again are checked by key for a while."""
