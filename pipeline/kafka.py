@@ -63,7 +63,7 @@ def committed_offsets(cfg: Config, group: str, tps: list[tuple[str, int]]) -> di
     # joining the group (KafkaConsumer.committed is the same call in kafka-python 2.x and 3.x).
     consumer = KafkaConsumer(bootstrap_servers=bootstrap(cfg.kafka.url), group_id=group,
                              enable_auto_commit=False, client_id="qunguard-offsets",
-                             request_timeout_ms=15_000, api_version_auto_timeout_ms=10_000)
+                             request_timeout_ms=15_000)
     try:
         out: dict[tuple[str, int], int | None] = {}
         missing = []
