@@ -95,6 +95,7 @@ class MemberDetector:
         if state["r"] == entry:
             return []
         state["r"] = entry
+        state["rid"] = [eid, ts]  # the roster event, for member.departed's identity
         findings = []
         for gid in state["g"]:
             findings += self._judge(state, gid, ts, eid, rows, joined=False)
@@ -112,6 +113,7 @@ class MemberDetector:
             entry = groups[gid] = {"nick": None, "ap": False, "bad": None, "dep": False, "ext": False}
         if action == "join":
             entry["ap"] = approved
+            entry["j"] = [ts, source]  # the join, for member.departed's identity
         if nickname is not None:
             entry["nick"] = nickname
         return self._judge(state, gid, ts, source, rows, joined=action == "join")
@@ -128,7 +130,12 @@ class MemberDetector:
             if not entry["dep"]:
                 entry["dep"] = True
                 if cfg.enabled("member.departed"):
-                    findings.append(make_finding("member.departed", "high", org, gid, msg_id, uid, ts, evidence))
+                    # Named after the later (in event time) of the roster entry that says "left" and
+                    # the join: the same finding whichever of the two reached this stage first, and a
+                    # new one for a new join.
+                    rts, rid = (state["rid"][1], state["rid"][0]) if state.get("rid") else (ts, msg_id)
+                    at, named = max([(rts, rid), tuple(entry.get("j") or (rts, rid))])
+                    findings.append(make_finding("member.departed", "high", org, gid, named, uid, at, evidence))
         else:
             entry["dep"] = False
         if joined and roster is None and not entry["ap"] and not entry["ext"]:
