@@ -202,10 +202,6 @@ def register(app: QunguardApp, cfg: Config) -> DeliveryPath:
             indexed.difference_update(gone)
             engine.forget(gone)
 
-    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
-    async def on_assigned(app: faust.App, assigned: set[FaustTP], **kwargs: Any) -> None:
-        sink.expect_recovery()
-
     @app.task
     async def quiet_logs() -> None:
         install_rate_limit()

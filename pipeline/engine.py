@@ -154,9 +154,6 @@ class Engine:
             for _, i, key in self._heaps.pop(p, []):
                 self._due[i].pop(key, None)
 
-    def pending_timers(self) -> int:
-        return sum(len(d) for d in self._due)
-
     # --- internals ----------------------------------------------------------------------------
 
     def _schedule(self, i: int, key: str, partition: int | None, due: int | None) -> None:

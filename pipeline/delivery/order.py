@@ -112,8 +112,7 @@ class OrderGate:
         for tp, high in highwaters.items():
             if high is None:
                 return False
-            p = self.parts.get(tp)
-            position = p.expected if p is not None else None
+            position = self.position(tp)
             if high > 0 and (position is None or position < high):
                 return False
         return True

@@ -26,7 +26,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pipeline.delivery.order import TP, OrderGate
@@ -85,17 +85,6 @@ class _Unit:
     records: int
 
 
-@dataclass
-class Stats:
-    records: int = 0
-    events_stored: int = 0
-    writes: int = 0
-    rows: int = 0
-    dead: int = 0
-    last_write: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
 class DeliveryPath:
     def __init__(self, processor: Processor, sink: Sink, ports: Ports, clock: Callable[[], float] = time.monotonic,
                  on_fatal: Callable[[BaseException], None] | None = None) -> None:
@@ -107,7 +96,6 @@ class DeliveryPath:
         self.lock = asyncio.Lock()  # detection and timers see the state one at a time
         self.on_fatal = on_fatal or (lambda exc: None)
         self.broken: BaseException | None = None
-        self.stats = Stats()
         self._inflight: asyncio.Task[None] | None = None
         self._state: StateSnapshot = {}
         self._offsets: dict[TP, int] = {}
@@ -125,8 +113,7 @@ class DeliveryPath:
                 return
             unknown = {r.tp for r in records if not self.gate.knows(r.tp)}
             if unknown:
-                for tp, start in (await self.ports.start_offsets(unknown)).items():
-                    self.gate.assign(tp, start)
+                self.assigned(await self.ports.start_offsets(unknown))
             admitted = [r for r in records if self.gate.admit(r.tp, r.offset)]
             if admitted:
                 try:
@@ -157,14 +144,13 @@ class DeliveryPath:
             return batch
 
     def fail(self, exc: BaseException) -> None:
-        """Stop the path: the edge stops the worker (a shutdown's cancellation is no failure)."""
-        first = not self._closing
+        """Stop the path: nothing is written or committed any more, and the edge stops the worker
+        (a shutdown's cancellation, or the sink stopped by it, is no failure to report)."""
+        first = self.broken is None
         self._closing = True
-        if isinstance(exc, (asyncio.CancelledError, SinkStopped)):
-            return
-        if self.broken is None:
-            self.broken = exc
         if first:
+            self.broken = exc
+        if first and not isinstance(exc, (asyncio.CancelledError, SinkStopped)):
             log.critical("delivery stopped: %s: %s", type(exc).__name__, exc)
             self.on_fatal(exc)
 
@@ -172,18 +158,16 @@ class DeliveryPath:
         state = self.ports.snapshot_state()  # before anything else can change it
         batch = await asyncio.to_thread(self.sink.admit, batch)  # collect
         await self.ports.publish(batch)
-        self.stats.dead += len(batch.dead)
         for store, keys in state.items():
             self._state.setdefault(store, {}).update(keys)
         self._offsets.update(offsets)
         self._records += records
-        self.stats.records += records
         await self._maybe_write(force)
 
-    async def flush(self, force: bool = False) -> None:
+    async def flush(self) -> None:
         """Start a write if the sink is due (a timer calls this when no records come)."""
         async with self.lock:
-            await self._maybe_write(force)
+            await self._maybe_write(force=False)
 
     async def _maybe_write(self, force: bool) -> None:
         if self.broken is not None:
@@ -209,12 +193,7 @@ class DeliveryPath:
                 await self.ports.commit(unit.offsets)
         except BaseException as exc:
             self.fail(exc)
-            if self.broken is None:
-                self.broken = exc
             raise
-        self.stats.writes += 1
-        self.stats.rows += rows
-        self.stats.last_write = self.clock()
         log.info("stored: records=%d rows=%d", unit.records, rows)
 
     async def wait_written(self) -> None:

@@ -78,7 +78,3 @@ class Detector(Protocol):
     def due(self, key: str, state: Any) -> int | None:
         """When `tick` next has work for this key's state (never later than it really has)."""
 
-
-def no_upgrade(state: Any, version: int) -> Any:
-    """The default for a stored state of an unknown version: start afresh for that key."""
-    return None

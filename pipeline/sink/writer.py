@@ -7,8 +7,8 @@ Exactly once in ClickHouse, the way Arroyo-style consumers get it on an at-least
   partition (or sees it go backwards, after a rebalance) it asks ClickHouse which keys it already
   holds from that offset on, and drops those rows until the partition is past the last of them.
 - Timer rows (deadlines, the member stage) carry the timer's moment as their offset, which a
-  restarted worker does not repeat; for `recover_seconds` after the sink starts or a partition is
-  assigned, their keys are checked in ClickHouse by value.
+  restarted worker does not repeat; for `RECOVER_SECONDS` after the sink starts or a partition's
+  recovered state is indexed for its timers, their keys are checked in ClickHouse by value.
 - A bounded cache of recently written keys (event_id, finding_id) drops events sent twice.
 - The tables are ReplacingMergeTree on the same keys: a duplicate that slips past all of these (an
   insert that succeeded but whose acknowledgement was lost) collapses at the next merge.
@@ -56,7 +56,6 @@ class ClickHouseSink:
         self.pending_rows = 0
         self.oldest: float | None = None
         self.retries = 0
-        self.dropped = 0  # rows found already stored
         self._recent: dict[str, OrderedDict[str, None]] = {t: OrderedDict() for t in TABLES}
         self._last_offset: dict[TP, int] = {}
         # Per partition met again after a restart: the last offset ClickHouse holds from it, and the
@@ -72,7 +71,7 @@ class ClickHouseSink:
             self._recovered.pop(tp, None)
 
     def expect_recovery(self) -> None:
-        """A partition was assigned: timer rows it fires again are checked by key for a while."""
+        """A partition's recovered state is indexed: timer rows it fires again are checked by key."""
         self._check_timer_until = self.clock() + RECOVER_SECONDS
 
     # --- admission: decide which rows are new -------------------------------------------------
@@ -90,12 +89,10 @@ class ClickHouseSink:
             for row in rows:
                 key = row[0]
                 if key in recent or key in held:
-                    self.dropped += 1
                     continue
                 if recovered:
                     rec = recovered.get((row[-4], row[-3]))
                     if rec is not None and row[-2] <= rec[0] and key in rec[1][table]:
-                        self.dropped += 1
                         continue
                 recent[key] = None
                 kept.append(row)
