@@ -154,15 +154,13 @@ class FaustPorts:
         name = self.events.get_topic_name()
         return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == name}
 
-    def highwaters(self, partitions: Collection[int]) -> dict[TP, int | None]:
+    async def highwaters(self, partitions: Collection[int]) -> dict[TP, int | None]:
+        """The partitions' end offsets, asked of the broker now. Not `Consumer.highwater`: that is
+        the last fetch's figure, stale for a partition that was owned before and has just come
+        back (measured: deadlines fired before the answers in the log were read)."""
         name = self.events.get_topic_name()
-        out: dict[TP, int | None] = {}
-        for p in partitions:
-            try:
-                out[(name, p)] = self.app.consumer.highwater(FaustTP(name, p))
-            except Exception:  # noqa: BLE001 -- not fetched yet: not known to be caught up
-                out[(name, p)] = None
-        return out
+        ends = await self.app.consumer.highwaters(*(FaustTP(name, p) for p in partitions))
+        return {(name, p): ends.get(FaustTP(name, p)) for p in partitions}
 
 
 def register(app: QunguardApp, cfg: Config) -> DeliveryPath:
@@ -232,7 +230,7 @@ def register(app: QunguardApp, cfg: Config) -> DeliveryPath:
             unknown = [(topic_name, p) for p in owned if not path.gate.knows((topic_name, p))]
             if unknown:
                 path.assigned(await ports.start_offsets(unknown))
-            if not path.gate.caught_up(ports.highwaters(owned)):
+            if not path.gate.caught_up(await ports.highwaters(owned)):
                 return
             async with path.lock:
                 owned = ports.owned()  # a rebalance may have come in between
