@@ -33,8 +33,9 @@ from pipeline.config import Config
 from pipeline.delivery.logs import install_rate_limit
 from pipeline.delivery.order import TP
 from pipeline.delivery.path import DeliveryPath, Record, StateSnapshot
+from pipeline.delivery.settled import settled
 from pipeline.engine import Engine
-from pipeline.kafka import committed_offsets
+from pipeline.kafka import ProgressBoard, committed_offsets
 from pipeline.policy import load_policy
 from pipeline.processor import Batch, Processor
 from pipeline.sink.backends import connect
@@ -114,6 +115,7 @@ class FaustPorts:
         self.findings = app.topic(cfg.topic("findings"), partitions=p)
         self.dead = app.topic(cfg.topic("deadletter"), partitions=p)
         self.alerts = app.topic(cfg.topic("alerts"), partitions=p)
+        self.board = ProgressBoard(cfg, f"{cfg.worker.app_id}-progress")
 
     async def start_offsets(self, tps: Collection[TP]) -> dict[TP, int | None]:
         committed = await asyncio.to_thread(committed_offsets, self.cfg, self.cfg.worker.app_id, list(tps))
@@ -143,6 +145,15 @@ class FaustPorts:
         # Private: Faust's public commit follows acked messages, which this worker does not use.
         consumer: Any = self.app.consumer
         await consumer._commit_offsets({FaustTP(t, p): o for (t, p), o in offsets.items()})  # noqa: SLF001
+
+    async def progress(self, offsets: dict[TP, int], times: dict[TP, int]) -> None:
+        await asyncio.to_thread(self.board.record, offsets, times)
+
+    async def settled(self) -> int | None:
+        """How far the member stage may tick (pipeline/delivery/settled.py)."""
+        name = self.events.get_topic_name()
+        progress, ends, starts = await asyncio.to_thread(self.board.read, name, list(range(self.cfg.kafka.partitions)))
+        return settled(progress, ends, starts, int(self.cfg.worker.timer_grace_seconds * 1000))
 
     async def seek(self, tp: TP, offset: int) -> None:
         # seek_wait, not seek: Faust's seek calls aiokafka from this thread while the consumer
@@ -196,6 +207,7 @@ def register(app: QunguardApp, cfg: Config) -> DeliveryPath:
             return
         async with path.lock:
             path.revoked([(tp.topic, tp.partition) for tp in mine])
+            ports.board.forget([(tp.topic, tp.partition) for tp in mine])
             gone = {tp.partition for tp in mine}
             indexed.difference_update(gone)
             engine.forget(gone)
@@ -226,6 +238,7 @@ def register(app: QunguardApp, cfg: Config) -> DeliveryPath:
         if app.in_recovery or app.rebalancing or path.broken is not None:
             return  # a timer must see a group's whole state, not a changelog half read
         try:
+            held = await ports.settled()  # before the end offsets below: see settled.py
             owned = ports.owned()
             unknown = [(topic_name, p) for p in owned if not path.gate.knows((topic_name, p))]
             if unknown:
@@ -249,7 +262,7 @@ def register(app: QunguardApp, cfg: Config) -> DeliveryPath:
         # Caught up, the latest event time seen is a moment that has come too; never past the wall
         # clock, though: one future-dated event must not fire every deadline at once.
         now = max(wall - int(cfg.worker.timer_grace_seconds * 1000), min(engine.watermark, wall))
-        await path.tick(now, owned)
+        await path.tick(now, owned, held)
 
     return path
 

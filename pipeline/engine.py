@@ -12,8 +12,11 @@ key's `at` is already in that key's state and in storage: the engine skips it fo
 how every record is applied exactly once, for every detector, with no guard of their own.
 
 Timers: after every change the engine asks the detector when the key is next due and keeps that
-in a heap per partition; `tick(now)` visits only what is due, and a worker ticks only the
-partitions it owns.
+in a heap per partition and detector; `tick(now)` visits only what is due, and a worker ticks only
+the partitions it owns. A detector whose inputs are forwarded from other partitions (`settles`,
+the member stage) is ticked no later than `settled`: the moment before which every partition's
+forwards have been published (pipeline/delivery/settled.py), so it applies them in event-time
+order as replay does, however late a restarted partition forwards them.
 """
 
 from __future__ import annotations
@@ -53,9 +56,9 @@ class Engine:
         # Events a detector forwards to another key. The worker sends them through Kafka to their
         # key's partition; with `loopback` (replay) they are processed here, in the same call.
         self.loopback = loopback
-        # The due-time index: per partition a heap of (due, detector index, key); `_due` holds the
+        # The due-time index: per (partition, detector index) a heap of (due, key); `_due` holds the
         # live entry of each key (a heap entry that differs from it is stale and skipped).
-        self._heaps: dict[int | None, list[tuple[int, int, str]]] = {}
+        self._heaps: dict[tuple[int | None, int], list[tuple[int, str]]] = {}
         self._due: list[dict[str, int]] = [{} for _ in self.detectors]
 
     # --- events -------------------------------------------------------------------------------
@@ -95,20 +98,23 @@ class Engine:
 
     # --- timers -------------------------------------------------------------------------------
 
-    def tick(self, now: int, partitions: Collection[int] | None = None) -> Outcome:
-        """What is due at `now`; with `partitions`, only keys whose events come from those."""
+    def tick(self, now: int, partitions: Collection[int] | None = None, settled: int | None = None) -> Outcome:
+        """What is due at `now`; with `partitions`, only keys whose events come from those; with
+        `settled`, detectors that `settles` go no further than it."""
         result = Outcome()
-        ctx = Context(now)
-        heaps = self._heaps if partitions is None else {p: self._heaps[p] for p in partitions if p in self._heaps}
         ticked: dict[tuple[int, str], int] = {}
-        for partition, heap in heaps.items():
-            while heap and heap[0][0] <= now:
-                due, i, key = heapq.heappop(heap)
+        for (partition, i), heap in list(self._heaps.items()):
+            if partitions is not None and partition not in partitions:
+                continue
+            det = self.detectors[i]
+            until = min(now, settled) if settled is not None and getattr(det, "settles", False) else now
+            ctx = Context(until)
+            store = self.stores[det.name]
+            while heap and heap[0][0] <= until:
+                due, key = heapq.heappop(heap)
                 if self._due[i].get(key) != due:
                     continue  # superseded by an earlier entry for the same key
                 del self._due[i][key]
-                det = self.detectors[i]
-                store = self.stores[det.name]
                 env = store.get(key)
                 if env is None:
                     continue
@@ -125,7 +131,7 @@ class Engine:
                 if out.state is not KEEP:
                     env = store[key] = {**env, "v": det.state_version, "s": out.state}
                 nxt = det.due(key, env["s"])
-                if nxt is not None and nxt <= now and (out.state is KEEP or n >= TICKS_PER_KEY):
+                if nxt is not None and nxt <= until and (out.state is KEEP or n >= TICKS_PER_KEY):
                     log.warning("%s: %s is due again at once with nothing done; waiting for its next event",
                                 det.name, key)
                     continue
@@ -150,8 +156,8 @@ class Engine:
 
     def forget(self, partitions: Collection[int]) -> None:
         """Drop the index of partitions this worker no longer owns."""
-        for p in partitions:
-            for _, i, key in self._heaps.pop(p, []):
+        for partition, i in [k for k in self._heaps if k[0] in partitions]:
+            for _, key in self._heaps.pop((partition, i)):
                 self._due[i].pop(key, None)
 
     # --- internals ----------------------------------------------------------------------------
@@ -163,7 +169,7 @@ class Engine:
         if current is not None and current <= due:
             return  # the earlier entry fires first; the tick then asks again
         self._due[i][key] = due
-        heapq.heappush(self._heaps.setdefault(partition, []), (due, i, key))
+        heapq.heappush(self._heaps.setdefault((partition, i), []), (due, key))
 
     @staticmethod
     def _state(det: Detector, key: str, env: dict[str, Any] | None) -> Any:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from typing import Any
 
 from pipeline.config import Config
+from pipeline.delivery.settled import Progress
 
 TOPICS = ("events", "findings", "alerts", "deadletter")
 
@@ -79,3 +82,81 @@ def committed_offsets(cfg: Config, group: str, tps: list[tuple[str, int]]) -> di
         return out
     finally:
         consumer.close()
+
+
+class ProgressBoard:
+    """Each partition's progress (pipeline/delivery/settled.py) kept in Kafka: the committed offsets
+    and metadata of a consumer group of its own that no consumer ever joins, so every worker can
+    write its partitions' and read all of them. Blocking (kafka-python); one client, one call at a
+    time, from worker threads."""
+
+    def __init__(self, cfg: Config, group: str) -> None:
+        self.cfg = cfg
+        self.group = group
+        self._lock = threading.Lock()
+        self._consumer: Any = None
+        self._times: dict[tuple[str, int], int] = {}  # the latest event time known per partition
+
+    def _client(self) -> Any:
+        if self._consumer is None:
+            from kafka import KafkaConsumer
+
+            self._consumer = KafkaConsumer(bootstrap_servers=bootstrap(self.cfg.kafka.url), group_id=self.group,
+                                           enable_auto_commit=False, client_id="qunguard-progress",
+                                           request_timeout_ms=15_000)
+        return self._consumer
+
+    def record(self, offsets: dict[tuple[str, int], int], times: dict[tuple[str, int], int]) -> None:
+        from kafka import TopicPartition
+        from kafka.structs import OffsetAndMetadata
+
+        with self._lock:
+            consumer = self._client()
+            out = {}
+            for tp, offset in offsets.items():
+                known = self._times.get(tp)
+                if known is None:  # a partition new to this process: what its last owner recorded
+                    before = consumer.committed(TopicPartition(*tp), metadata=True, timeout_ms=15_000)
+                    known = _event_time(before.metadata) if before is not None else None
+                seen = [x for x in (known, times.get(tp)) if x is not None]
+                t = max(seen) if seen else None
+                if t is not None:
+                    self._times[tp] = t
+                out[TopicPartition(*tp)] = OffsetAndMetadata(offset, "" if t is None else str(t))
+            consumer.commit(out, timeout_ms=15_000)
+
+    def read(self, topic: str, partitions: list[int]) -> tuple[dict[int, Progress], dict[int, int], dict[int, int]]:
+        """(progress, end offsets, beginning offsets) of `topic`'s partitions; the ends read after
+        the progress, as settled() needs."""
+        from kafka import TopicPartition
+
+        tps = [TopicPartition(topic, p) for p in partitions]
+        with self._lock:
+            consumer = self._client()
+            progress = {}
+            for tp in tps:
+                got = consumer.committed(tp, metadata=True, timeout_ms=15_000)
+                if got is not None and got.offset >= 0:
+                    progress[tp.partition] = Progress(got.offset, _event_time(got.metadata))
+            ends = {tp.partition: o for tp, o in consumer.end_offsets(tps).items()}
+            starts = {tp.partition: o for tp, o in consumer.beginning_offsets(tps).items()}
+        return progress, ends, starts
+
+    def forget(self, tps: list[tuple[str, int]]) -> None:
+        """Partitions this process no longer owns: their next owner records from what is stored."""
+        with self._lock:
+            for tp in tps:
+                self._times.pop(tp, None)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._consumer is not None:
+                self._consumer.close()
+                self._consumer = None
+
+
+def _event_time(metadata: str | None) -> int | None:
+    try:
+        return int(metadata) if metadata else None
+    except ValueError:
+        return None

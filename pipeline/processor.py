@@ -43,6 +43,9 @@ class Batch:
     dead: list[dict[str, Any]] = field(default_factory=list)
     alerts: list[dict[str, Any]] = field(default_factory=list)
     forward: list[dict[str, Any]] = field(default_factory=list)  # events for other keys' partitions
+    # Per source partition, the latest event time of a producer's event (not a forwarded fact): the
+    # progress other partitions' forwards are measured against (pipeline/delivery/settled.py).
+    event_time: dict[int, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return sum(len(r) for r in self.rows.values())
@@ -78,6 +81,8 @@ class Processor:
                 continue
             if event["kind"] != "membership":  # qunguard's own forwarded facts are not input
                 rows["raw_events"].append(raw_row(event, src))
+                if event["ts"] > batch.event_time.get(src.partition, -1):
+                    batch.event_time[src.partition] = event["ts"]
             if event["kind"] == "message":
                 rows["messages"].append(message_row(event, tokens, src))
             for finding in out.findings:
@@ -92,12 +97,14 @@ class Processor:
             batch.dead.append(dl)
         return batch
 
-    def tick(self, partitions: Collection[int] | None = None, now: int | None = None) -> Batch:
+    def tick(self, partitions: Collection[int] | None = None, now: int | None = None,
+             settled: int | None = None) -> Batch:
         """Timers at `now` (default: the latest event time seen): findings whose moment has come, the
-        owners' reminders, state released. Rows carry the timer as their source, offset = `now`."""
+        owners' reminders, state released. Rows carry the timer as their source, offset = `now`.
+        `settled`: how far the stages fed from other partitions may go (Engine.tick)."""
         now = self.engine.watermark if now is None else now
         batch = Batch()
-        out = self.engine.tick(now, partitions)
+        out = self.engine.tick(now, partitions, settled)
         for i, finding in enumerate(out.findings):
             batch.rows["findings"].append(finding_row(finding, Source(self.timer_topic, 0, now, i)))
         batch.findings = out.findings

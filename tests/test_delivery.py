@@ -18,6 +18,7 @@ from agents.stores import TableStore
 from pipeline.config import load_config
 from pipeline.delivery.order import GIVE_UP_SEEKS, SEEK_AGAIN_SECONDS, OrderGate
 from pipeline.delivery.path import DeliveryPath, Record, StateSnapshot
+from pipeline.delivery.settled import Progress, settled
 from pipeline.devtools.simulate import Simulator
 from pipeline.engine import Engine
 from pipeline.processor import Batch, Processor
@@ -101,6 +102,7 @@ class FakeKafka:
     def __init__(self) -> None:
         self.log: dict[int, list[tuple[bytes, bool]]] = {p: [] for p in range(PARTS)}
         self.committed: dict[tuple[str, int], int] = {}
+        self.progress: dict[int, Progress] = {}
         self.changelog: dict[str, dict[str, bytes | None]] = {}
         self.published: dict[str, list[dict]] = {"findings": [], "dead": [], "alerts": []}
 
@@ -152,6 +154,12 @@ class FakePorts:
     async def commit(self, offsets) -> None:
         self.step("commit")
         self.kafka.committed.update(offsets)
+
+    async def progress(self, offsets, times) -> None:
+        for (_, p), offset in offsets.items():
+            before = self.kafka.progress.get(p)
+            seen = [t for t in (before.event_time if before else None, times.get((TOPIC, p))) if t is not None]
+            self.kafka.progress[p] = Progress(offset, max(seen) if seen else None)
 
     async def seek(self, tp, offset) -> None:
         self.seeks.append((tp, offset))
@@ -219,9 +227,12 @@ async def _run(kafka: FakeKafka, backend, cfg, kills: list[tuple[str, int]], unt
                 if path.broken is not None:
                     raise path.broken
             assert path.gate.caught_up({(TOPIC, p): len(kafka.log[p]) for p in range(PARTS)})
-            # caught up: the timer fires, then everything is stored
-            await path.tick(until, range(PARTS))
-            await path.drain(30)
+            # caught up: the timer fires, then everything is stored; the second tick sees the
+            # progress the first one's write recorded (the member stage waits for it)
+            for _ in range(2):
+                held = settled(kafka.progress, {p: len(kafka.log[p]) for p in range(PARTS)}, {}, 10_000)
+                await path.tick(until, range(PARTS), held)
+                await path.drain(30)
             if path.broken is not None:
                 raise path.broken
             if any(kafka.committed.get((TOPIC, p), 0) < len(kafka.log[p]) for p in range(PARTS)):

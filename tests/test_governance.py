@@ -215,3 +215,36 @@ def test_bad_membership_settings_stop_with_the_key_named():
         Policy({"membership": {"disabled": ["member.nick"]}})
     assert not Policy({"membership": {"disabled": ["member.departed"]}}).membership_for("o", "g").enabled(
         "member.departed")
+
+
+def test_a_late_forward_is_still_applied_in_event_time_order_when_the_timer_waits_for_it():
+    """A worker's view: ln leaves g1 at 10:00 (her group's partition is slow to forward that), the
+    roster says she left at 10:05. Ticked only to the settled moment, the member stage waits for the
+    leave and reports no departure, as replay does; ticked on its own clock it would report one."""
+    from pipeline.delivery.settled import Progress, settled
+
+    leave = member("g1", "ln", "leave", MON_10)
+    left = roster("ln", "李娜", "财务部", status="left", at=MON_10 + 5 * MIN)
+    assert ("g1", "ln") not in got(run(ORG + [leave, left]), "member.departed")
+
+    def worker(bound_while_late: int | None) -> list[dict]:
+        engine = Engine()
+        found, pending = [], []
+        for e in sorted(ORG, key=lambda e: e["ts"]):
+            out = engine.process(e, [], (0, next(_ids), 0))
+            pending += out.forward
+        for f in pending:
+            engine.process(f, [], (1, next(_ids), 0))
+        engine.tick(MON_10 - MIN)
+        engine.process(left, [], (1, next(_ids), 0))  # the roster's partition is on time
+        found += engine.tick(MON_10 + 10 * MIN, settled=bound_while_late).findings
+        for f in engine.process(leave, [], (0, next(_ids), 0)).forward:  # the group's partition, late
+            engine.process(f, [], (1, next(_ids), 0))
+        found += engine.tick(MON_10 + 10 * MIN, settled=None).findings
+        return [p for p in got(found, "member.departed") if p[0] == "g1"]
+
+    # the group's partition (0) has stored up to 09:59 and has records left; the roster's is done
+    bound = settled({0: Progress(5, MON_10 - MIN), 1: Progress(9, MON_10 + 5 * MIN)}, {0: 7, 1: 9}, {}, 10_000)
+    assert bound == MON_10 - MIN - 10_000
+    assert worker(bound) == []
+    assert worker(None) == [("g1", "ln")]  # what the stream did before it waited

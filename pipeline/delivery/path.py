@@ -14,7 +14,10 @@
 - **save state** (`Ports.save_state`): the detector state as it was after those records, to the
   changelog, only once their rows are stored; so a restart never skips a record whose rows were
   not written (engine.py explains why a record at or before a key's position is then skipped).
-- **commit** (`Ports.commit`): the next offsets of the records stored.
+- **commit** (`Ports.commit`): the next offsets of the records stored; then each partition's
+  progress (`Ports.progress`: that offset and the latest event time stored from it), which tells
+  the stages fed from other partitions how far they may tick (settled.py). Progress is advisory:
+  if it cannot be recorded, those stages wait; nothing else does.
 
 Timers take the same path without offsets. Nothing here imports Kafka, Faust or ClickHouse: the
 edges come in as `Ports` and a sink, the clock is injected, and each step is tested on its own.
@@ -72,6 +75,7 @@ class Ports(Protocol):
     def snapshot_state(self) -> StateSnapshot: ...
     async def save_state(self, snapshot: StateSnapshot) -> None: ...
     async def commit(self, offsets: dict[TP, int]) -> None: ...
+    async def progress(self, offsets: dict[TP, int], times: dict[TP, int]) -> None: ...
     async def seek(self, tp: TP, offset: int) -> None: ...
 
 
@@ -82,6 +86,7 @@ class _Unit:
     rows: dict[str, list[tuple[Any, ...]]]
     state: StateSnapshot
     offsets: dict[TP, int]
+    times: dict[TP, int]  # the latest event time of a producer's event, per partition
     records: int
 
 
@@ -99,6 +104,7 @@ class DeliveryPath:
         self._inflight: asyncio.Task[None] | None = None
         self._state: StateSnapshot = {}
         self._offsets: dict[TP, int] = {}
+        self._times: dict[TP, int] = {}
         self._records = 0
         self._closing = False
 
@@ -118,7 +124,7 @@ class DeliveryPath:
             if admitted:
                 try:
                     batch = await asyncio.to_thread(self.detect, admitted)
-                    await self._after_detect(batch, _ends(admitted), len(admitted))
+                    await self._after_detect(batch, _ends(admitted), len(admitted), admitted[0].topic)
                 except BaseException as exc:
                     # The gate has moved past these records: nothing after them may be committed
                     # by this process any more. A restart reads them again from the last commit.
@@ -130,13 +136,14 @@ class DeliveryPath:
         return self.processor.process(
             (r.value, Source(r.topic, r.partition, r.offset), r.internal) for r in records)
 
-    async def tick(self, now: int, partitions: Collection[int]) -> Batch:
-        """Timers at `now` for the partitions this worker owns, through the same steps."""
+    async def tick(self, now: int, partitions: Collection[int], settled: int | None = None) -> Batch:
+        """Timers at `now` for the partitions this worker owns, through the same steps; the stages
+        fed from other partitions no further than `settled` (settled.py)."""
         async with self.lock:
             if self._closing:
                 return Batch()
             try:
-                batch = await asyncio.to_thread(self.processor.tick, partitions, now)
+                batch = await asyncio.to_thread(self.processor.tick, partitions, now, settled)
                 await self._after_detect(batch, {}, 0, force=len(batch) > 0)
             except BaseException as exc:
                 self.fail(exc)
@@ -154,13 +161,16 @@ class DeliveryPath:
             log.critical("delivery stopped: %s: %s", type(exc).__name__, exc)
             self.on_fatal(exc)
 
-    async def _after_detect(self, batch: Batch, offsets: dict[TP, int], records: int, force: bool = False) -> None:
+    async def _after_detect(self, batch: Batch, offsets: dict[TP, int], records: int, topic: str = "",
+                            force: bool = False) -> None:
         state = self.ports.snapshot_state()  # before anything else can change it
         batch = await asyncio.to_thread(self.sink.admit, batch)  # collect
         await self.ports.publish(batch)
         for store, keys in state.items():
             self._state.setdefault(store, {}).update(keys)
         self._offsets.update(offsets)
+        for partition, t in batch.event_time.items():
+            self._times[(topic, partition)] = max(t, self._times.get((topic, partition), t))
         self._records += records
         await self._maybe_write(force)
 
@@ -179,8 +189,8 @@ class DeliveryPath:
         if not (force or self.sink.due() or not self.sink.pending_rows):
             return
         await self.wait_written()  # one write in flight
-        unit = _Unit(self.sink.take(), self._state, self._offsets, self._records)
-        self._state, self._offsets, self._records = {}, {}, 0
+        unit = _Unit(self.sink.take(), self._state, self._offsets, self._times, self._records)
+        self._state, self._offsets, self._times, self._records = {}, {}, {}, 0
         self._inflight = asyncio.ensure_future(self._write(unit))
         if force:
             await self.wait_written()
@@ -195,6 +205,12 @@ class DeliveryPath:
             self.fail(exc)
             raise
         log.info("stored: records=%d rows=%d", unit.records, rows)
+        if unit.offsets:
+            try:
+                await self.ports.progress(unit.offsets, unit.times)
+            except Exception as exc:  # noqa: BLE001 -- advisory: the stages fed by forwards wait
+                log.warning("progress not recorded (%s: %s); the member stage waits for the next",
+                            type(exc).__name__, exc)
 
     async def wait_written(self) -> None:
         """Wait for the write in flight (a waiter's cancellation does not cancel the write)."""
@@ -235,6 +251,7 @@ class DeliveryPath:
         self.sink.forget(tps)
         for tp in tps:
             self._offsets.pop(tp, None)
+            self._times.pop(tp, None)
 
     async def seek_holes(self) -> None:
         """Seek back over holes; a seek that fails is tried again at the next interval."""

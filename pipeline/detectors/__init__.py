@@ -9,6 +9,9 @@ is listed in `pipeline.engine.DETECTORS`. A detector is plain Python driven by e
 - `due(key, state)` says when `tick` next has something to do for that key (epoch ms, or None for
   "not until another event"). The engine keeps these in an index, so a timer costs what is due. A
   due time may be early (the tick then does nothing), never late.
+- `settles = True` (optional) marks a detector whose inputs are forwarded from other partitions:
+  the worker ticks it only up to the moment before which every partition's forwards have been
+  published, so that late forwards are still applied in event-time order.
 - `state_version` is stored beside the state; a stored state of another version is handed to
   `upgrade` (or dropped, with a log line) instead of being misread.
 

@@ -45,16 +45,9 @@ def _expected(records: list[Record], extra_lines: list[bytes] = ()):
     return replay(lines, until=int(time.time() * 1000))
 
 
-# The member stage's rules depend on whether a roster change or a membership fact (join, leave,
-# nickname) reached the stage first. When a restart or a rebalance delays the facts forwarded from
-# the groups' partitions past the member stage's timer, it applies them in arrival order, not
-# replay's event-time order, and can report a member replay does not, or the reverse (README:
-# "Decisions", the member stage after a restart). For these rules the tests check that no member
-# is reported twice in a group and count the differences; every other rule, finding for finding.
-ORDER_SENSITIVE = ("member.departed", "member.external", "member.nickname")
 
 
-def _landed(cfg: Config, expected, dead: int, timeout: float = 120, rebalanced: bool = False) -> dict:
+def _landed(cfg: Config, expected, dead: int, timeout: float = 120) -> dict:
     """Every promise, checked on ClickHouse and on the dead-letter topic; returns figures."""
     try:
         wait_for(lambda: count(cfg, "SELECT uniqExact(finding_id) FROM {db}.findings") >= len(expected.findings),
@@ -71,19 +64,8 @@ def _landed(cfg: Config, expected, dead: int, timeout: float = 120, rebalanced: 
         got = {r[0]: r[1:] for r in backend.query(
             f"SELECT finding_id, rule, group_id, msg_id, user_id FROM {db}.findings")}
         want = {f["finding_id"]: (f["rule"], f["group_id"], f["msg_id"], f["user_id"]) for f in expected.findings}
-        loose = ORDER_SENSITIVE if rebalanced else ()
-        assert {k for k, v in got.items() if v[0] not in loose} == {k for k, v in want.items() if v[0] not in loose}, \
-            ("the findings are replay's", sorted(got[k] for k in set(got) - set(want)),
-             sorted(want[k] for k in set(want) - set(got)))
-        differ = 0
-        for rule in loose:
-            pairs = [(g, u) for r, g, _, u in got.values() if r == rule]
-            if rule != "member.departed":  # a departed member can rejoin and leave again: a new finding
-                assert len(pairs) == len(set(pairs)), f"{rule}: one member reported twice in a group"
-            differ += len(set(pairs) ^ {(g, u) for r, g, _, u in want.values() if r == rule})
-        if loose:
-            member = sum(1 for v in want.values() if v[0] in loose)
-            REPORT.append(f"faults: member stage after restarts: {differ} of {member} findings differ from replay")
+        assert set(got) == set(want), ("the findings are replay's", sorted(got[k] for k in set(got) - set(want)),
+                                       sorted(want[k] for k in set(want) - set(got)))
         stored = set(got)
         d_rows, d_distinct = backend.query(f"SELECT count(), uniqExact(dl_id) FROM {db}.deadletter")[0]
         assert d_rows == d_distinct == dead, "every malformed record one dead letter"
@@ -100,8 +82,6 @@ def _landed(cfg: Config, expected, dead: int, timeout: float = 120, rebalanced: 
                              auto_offset_reset="earliest", consumer_timeout_ms=4000, group_id=unique("fc"))
     published = [orjson.loads(m.value)["finding_id"] for m in findings]
     findings.close()
-    # (after a rebalance the dead worker may have published a member-stage finding under another
-    # source event, see ORDER_SENSITIVE)
     assert set(published) >= stored, "every finding published"
     return {"findings": len(stored), "copies": len(published) - len(set(published)), "dead": topic_dead}
 
@@ -133,7 +113,7 @@ def test_sigkill_three_times_during_traffic(tmp_path, kafka, clickhouse, workers
     workers.append(Worker(cfg, tmp_path / "w3.log"))
     producer.join()
     assert wait_drained(cfg, result["ends"], timeout=180, alive=lambda: workers[-1].proc.poll() is None)
-    figures = _landed(cfg, expected, dead=sum(r.malformed for r in records), rebalanced=True)
+    figures = _landed(cfg, expected, dead=sum(r.malformed for r in records))
     REPORT.append(f"faults: 3 SIGKILLs, {expected.events} events, {figures['findings']} findings = replay's; "
                   f"{figures['copies']} copies on qg.findings")
 
@@ -149,7 +129,7 @@ def test_one_of_two_workers_killed(tmp_path, kafka, clickhouse, workers):
     workers[0].kill()
     producer.join()
     assert wait_drained(cfg, result["ends"], timeout=180, alive=lambda: workers[1].proc.poll() is None)
-    _landed(cfg, expected, dead=sum(r.malformed for r in records), rebalanced=True)
+    _landed(cfg, expected, dead=sum(r.malformed for r in records))
 
 
 def test_sigterm_while_busy_exits_within_seconds(tmp_path, kafka, clickhouse, workers):

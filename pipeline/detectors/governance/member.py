@@ -13,8 +13,10 @@ State per person (plain JSON):
 
 Inputs wait in `pend` and are applied at the timer in event-time order (at the same ms, group facts
 before the roster: a removal and the roster change in one moment is no departure), so the order in
-which the roster's partition and the groups' partitions deliver them does not matter: the worker's
-timer (wall clock less a grace) and replay's final tick apply the same sequence.
+which the roster's partition and the groups' partitions deliver them does not matter: the worker
+ticks this stage only up to the moment every partition's forwards have been published (`settles`;
+pipeline/delivery/settled.py), even when a restarted partition forwards them late, and replay's
+final tick applies the same sequence.
 
 Rules, applied per event, each finding's msg_id being the event that made it so:
 - `member.nickname`: the nickname does not follow the group's templates (nickname.py), or by
@@ -44,6 +46,7 @@ class MemberDetector:
     name = "member"
     kinds = frozenset({"roster", "membership"})
     state_version = 1
+    settles = True  # its inputs come from other partitions: ticked only up to where they have settled
 
     def __init__(self, policy: Policy | None = None) -> None:
         self.policy = policy or Policy()

@@ -1,0 +1,22 @@
+"""How far the member stage may tick: the settled moment of every partition's forwards."""
+
+from __future__ import annotations
+
+from pipeline.delivery.settled import EARLIEST, Progress, settled
+
+
+def test_every_partition_stored_to_its_end_bounds_nothing():
+    assert settled({0: Progress(10, 500), 1: Progress(4, 900)}, {0: 10, 1: 4}, {}, 100) is None
+    assert settled({}, {0: 0, 1: 0}, {}, 100) is None  # empty logs
+    assert settled({}, {0: 7}, {0: 7}, 100) is None  # a log emptied by retention
+
+
+def test_the_slowest_partition_with_records_left_sets_the_bound():
+    progress = {0: Progress(10, 5_000), 1: Progress(4, 9_000), 2: Progress(3, 1_000)}
+    assert settled(progress, {0: 12, 1: 6, 2: 3}, {}, 100) == 4_900  # partition 2 is stored: idle
+    assert settled(progress, {0: 12, 1: 6, 2: 4}, {}, 100) == 900
+
+
+def test_a_partition_with_records_but_no_progress_holds_everything_back():
+    assert settled({0: Progress(10, 5_000)}, {0: 12, 1: 3}, {}, 100) == EARLIEST
+    assert settled({0: Progress(10, None)}, {0: 12}, {}, 100) == EARLIEST  # only forwards stored so far
