@@ -286,6 +286,10 @@ def test_killed_anywhere_the_path_stores_everything_once_and_agrees_with_replay(
     assert dead_rows == dead_distinct == len(expected.dead)
     # every stored finding was published at least once; copies only from kills between the two
     assert {f["finding_id"] for f in kafka.published["findings"]} == stored
+    # each partition's progress: stored to its end, with the latest event time stored from it
+    latest = dict(backend.query(f"SELECT src_partition, max(ts) FROM {db}.raw_events GROUP BY src_partition"))
+    assert {p: (g.offset, g.event_time) for p, g in kafka.progress.items()} == {
+        p: (len(kafka.log[p]), latest[p]) for p in range(PARTS)}
     backend.close()
 
 

@@ -14,7 +14,7 @@ from kafka import KafkaConsumer
 
 from pipeline.devtools.produce import produce, wait_drained
 from pipeline.devtools.simulate import Simulator
-from pipeline.kafka import bootstrap, ensure_topics
+from pipeline.kafka import ProgressBoard, bootstrap, committed_offsets, ensure_topics
 from pipeline.replay import replay
 from pipeline.sink.backends import connect
 from pipeline.sink.migrate import migrate
@@ -159,3 +159,16 @@ def test_streaming_worker_and_replay_agree_finding_for_finding(tmp_path, kafka, 
     streamed = {fid: (rule, msg, user, ts, orjson.loads(ev)) for fid, rule, msg, user, ts, ev in stored}
     replayed = {f["finding_id"]: (f["rule"], f["msg_id"], f["user_id"], f["ts"], f["evidence"]) for f in expected}
     assert streamed == replayed
+    # The progress the member stage waits on (pipeline/delivery/settled.py), as Kafka holds it: per
+    # partition the worker's committed offset and the latest event time stored from it.
+    backend = connect(cfg.clickhouse.url)
+    latest = dict(backend.query(f"SELECT src_partition, max(ts) FROM {backend.database}.raw_events "
+                                "GROUP BY src_partition"))
+    backend.close()
+    board = ProgressBoard(cfg, f"{cfg.worker.app_id}-progress")
+    progress, ends, _ = board.read(cfg.topic("events"), list(range(cfg.kafka.partitions)))
+    board.close()
+    committed = committed_offsets(cfg, cfg.worker.app_id, [(cfg.topic("events"), p) for p in ends])
+    assert {p: (g.offset, g.event_time) for p, g in progress.items()} == {
+        p: (committed[(cfg.topic("events"), p)], latest[p]) for p in latest}
+    assert all(progress[p].offset == ends[p] for p in latest)

@@ -164,13 +164,13 @@ class DeliveryPath:
     async def _after_detect(self, batch: Batch, offsets: dict[TP, int], records: int, topic: str = "",
                             force: bool = False) -> None:
         state = self.ports.snapshot_state()  # before anything else can change it
+        for partition, t in batch.event_time.items():
+            self._times[(topic, partition)] = max(t, self._times.get((topic, partition), t))
         batch = await asyncio.to_thread(self.sink.admit, batch)  # collect
         await self.ports.publish(batch)
         for store, keys in state.items():
             self._state.setdefault(store, {}).update(keys)
         self._offsets.update(offsets)
-        for partition, t in batch.event_time.items():
-            self._times[(topic, partition)] = max(t, self._times.get((topic, partition), t))
         self._records += records
         await self._maybe_write(force)
 
