@@ -13,19 +13,10 @@ import csv
 from dataclasses import dataclass, field
 from typing import IO
 
-from pipeline.sink.backends import Backend, quote
+from pipeline.sink import queries
+from pipeline.sink.backends import Backend
 
-PROBLEMS = ("departed", "nickname_bad", "external")
-NOW = tuple(f"now_{p}" for p in PROBLEMS)  # aliases must not shadow the columns they aggregate
-
-CURRENT = """
-SELECT org_id, group_id, user_id,
-       argMax(present, seq) AS now_present, argMax(nickname, seq) AS now_nickname, argMax(name, seq) AS now_name,
-       argMax(nickname_bad, seq) AS now_nickname_bad, argMax(departed, seq) AS now_departed,
-       argMax(external, seq) AS now_external
-FROM {db}.memberships {where}
-GROUP BY org_id, group_id, user_id
-"""
+PROBLEMS = queries.AUDIT_PROBLEMS
 
 
 @dataclass
@@ -47,24 +38,15 @@ class GroupAudit:
 def audit_members(backend: Backend, org: str | None = None, group: str | None = None) -> list[GroupAudit]:
     """Every group with members, in (org, group) order, with its problem members."""
     db = backend.database
-    conds = [f"{col} = '{quote(v)}'" for col, v in (("org_id", org), ("group_id", group)) if v]
-    current = CURRENT.format(db=db, where=("WHERE " + " AND ".join(conds)) if conds else "")
     groups: dict[tuple[str, str], GroupAudit] = {}
-    for org_id, group_id, members in backend.query(
-            f"SELECT org_id, group_id, count() FROM ({current}) WHERE now_present = 1 "
-            "GROUP BY org_id, group_id ORDER BY org_id, group_id"):
+    for org_id, group_id, members in backend.query(queries.group_member_counts(db, org, group)):
         groups[(org_id, group_id)] = GroupAudit(org_id, group_id, members=int(members))
-    for org_id, group_id, user_id, nickname, name, *flags in backend.query(
-            f"SELECT org_id, group_id, user_id, now_nickname, now_name, {', '.join(NOW)} FROM ({current}) "
-            f"WHERE now_present = 1 AND ({' OR '.join(NOW)}) ORDER BY org_id, group_id, user_id"):
+    for org_id, group_id, user_id, nickname, name, *flags in backend.query(queries.problem_members(db, org, group)):
         audit = groups[(org_id, group_id)]
         for problem, flag in zip(PROBLEMS, flags, strict=True):
             if int(flag):
                 audit.people[problem].append((user_id, nickname or name))
-    names = backend.query(
-        f"SELECT group_id, argMax(visitParamExtractString(payload, 'name'), ts) FROM {db}.raw_events "
-        f"WHERE kind = 'group' AND visitParamExtractString(payload, 'name') != '' GROUP BY group_id")
-    named = dict(names)
+    named = dict(backend.query(queries.group_names(db)))
     for (_, group_id), audit in groups.items():
         audit.name = named.get(group_id, "")
     return list(groups.values())

@@ -21,6 +21,7 @@ from pipeline.devtools.devservices import Service, start_tansu
 from pipeline.devtools.produce import produce, wait_drained
 from pipeline.devtools.simulate import Simulator
 from pipeline.kafka import ensure_topics
+from pipeline.sink import queries
 from pipeline.sink.backends import connect
 from schemas.rows import TABLES
 
@@ -81,23 +82,20 @@ def _table(console: Console, title: str, columns: tuple[str, ...], rows) -> None
 def summarize(cfg: Config, console: Console) -> dict[str, int]:
     backend = connect(cfg.clickhouse.url)
     db = backend.database
-    counts = {t: int(backend.query(f"SELECT count() FROM {db}.{t}")[0][0])
-              for t in TABLES}
+    counts = {t: int(backend.query(queries.count_rows(db, t))[0][0]) for t in TABLES}
     _table(console, "What landed in ClickHouse", ("table", "rows"), counts.items())
     _table(console, "Events by kind", ("kind", "events"),
-           backend.query(f"SELECT kind, count() FROM {db}.raw_events GROUP BY kind ORDER BY kind"))
-    rules = backend.query(f"SELECT rule, count() FROM {db}.findings GROUP BY rule ORDER BY rule")
+           backend.query(queries.events_by_kind(db)))
+    rules = backend.query(queries.findings_by_rule(db))
     _table(console, "Findings by rule", ("rule", "findings"), rules or [("(no rule families enabled yet)", 0)])
-    sql = (f"SELECT group_id, count() AS n, uniqExact(sender_id), "
-           f"arrayStringConcat(arraySlice(topK(5)(arrayJoin(arrayFilter(x -> lengthUTF8(x) > 1, tokens))), 1, 5), ' ') "
-           f"FROM {db}.messages GROUP BY group_id ORDER BY n DESC LIMIT 5")
-    _table(console, "Busiest groups", ("group", "messages", "senders", "top tokens"), backend.query(sql))
+    _table(console, "Busiest groups", ("group", "messages", "senders", "top tokens"),
+           backend.query(queries.busiest_groups(db)))
     audits = audit_members(backend)
     _table(console, "Membership audit (qunguard audit members)", ("problem", "people", "groups"),
            [(label, sum(a.count(p) for a in audits), sum(1 for a in audits if a.count(p)))
             for p, label in zip(PROBLEMS, ("departed staff still in groups", "nicknames off the real-name format",
                                            "external members"), strict=True)])
-    errors = backend.query(f"SELECT error, count() FROM {db}.deadletter GROUP BY error ORDER BY count() DESC LIMIT 5")
+    errors = backend.query(queries.deadletter_reasons(db))
     if errors:
         _table(console, "Dead letters (top reasons)", ("error", "count"), ((e[:90], c) for e, c in errors))
     backend.close()

@@ -1,5 +1,7 @@
-"""The SQL the sink and the migrations send, in one place (the dashboards' and the audit's
-queries live beside their readers: pipeline/audit.py, deploy/grafana)."""
+"""Every SQL query qunguard sends, in one place: the migrations' ledger, the sink's recovery
+checks, the membership audit and the demo's summary (the Grafana panels' SQL lives in their
+dashboard JSON, deploy/grafana). Table definitions are the numbered migrations in
+schemas/migrations/; tests/test_migrations.py checks the sink's columns against them."""
 
 from __future__ import annotations
 
@@ -38,3 +40,65 @@ def keys_stored(db: str, table: str, key: str, keys: Sequence[str]) -> str:
 
 def count_rows(db: str, table: str) -> str:
     return f"SELECT count() FROM {db}.{table}"
+
+
+# --- the membership audit (pipeline/audit.py) ------------------------------------------------------
+
+AUDIT_PROBLEMS = ("departed", "nickname_bad", "external")
+_NOW = tuple(f"now_{p}" for p in AUDIT_PROBLEMS)  # aliases must not shadow the columns they aggregate
+
+_CURRENT = """
+SELECT org_id, group_id, user_id,
+       argMax(present, seq) AS now_present, argMax(nickname, seq) AS now_nickname, argMax(name, seq) AS now_name,
+       argMax(nickname_bad, seq) AS now_nickname_bad, argMax(departed, seq) AS now_departed,
+       argMax(external, seq) AS now_external
+FROM {db}.memberships {where}
+GROUP BY org_id, group_id, user_id
+"""
+
+
+def _current_memberships(db: str, org: str | None, group: str | None) -> str:
+    """Each person's current standing per group: the version with the highest seq."""
+    conds = [f"{col} = '{quote(v)}'" for col, v in (("org_id", org), ("group_id", group)) if v]
+    return _CURRENT.format(db=db, where=("WHERE " + " AND ".join(conds)) if conds else "")
+
+
+def group_member_counts(db: str, org: str | None, group: str | None) -> str:
+    """(org_id, group_id, members present), in (org, group) order."""
+    return (f"SELECT org_id, group_id, count() FROM ({_current_memberships(db, org, group)}) "
+            "WHERE now_present = 1 GROUP BY org_id, group_id ORDER BY org_id, group_id")
+
+
+def problem_members(db: str, org: str | None, group: str | None) -> str:
+    """(org_id, group_id, user_id, nickname, name, *one flag per AUDIT_PROBLEMS) of present members
+    with a problem."""
+    return (f"SELECT org_id, group_id, user_id, now_nickname, now_name, {', '.join(_NOW)} "
+            f"FROM ({_current_memberships(db, org, group)}) "
+            f"WHERE now_present = 1 AND ({' OR '.join(_NOW)}) ORDER BY org_id, group_id, user_id")
+
+
+def group_names(db: str) -> str:
+    """(group_id, the latest name its `group` events gave it)."""
+    return (f"SELECT group_id, argMax(visitParamExtractString(payload, 'name'), ts) FROM {db}.raw_events "
+            f"WHERE kind = 'group' AND visitParamExtractString(payload, 'name') != '' GROUP BY group_id")
+
+
+# --- the demo's summary (pipeline/devtools/demo.py) ------------------------------------------------
+
+def events_by_kind(db: str) -> str:
+    return f"SELECT kind, count() FROM {db}.raw_events GROUP BY kind ORDER BY kind"
+
+
+def findings_by_rule(db: str) -> str:
+    return f"SELECT rule, count() FROM {db}.findings GROUP BY rule ORDER BY rule"
+
+
+def busiest_groups(db: str, limit: int = 5) -> str:
+    """(group_id, messages, senders, its five most frequent tokens of two characters or more)."""
+    return (f"SELECT group_id, count() AS n, uniqExact(sender_id), "
+            "arrayStringConcat(arraySlice(topK(5)(arrayJoin(arrayFilter(x -> lengthUTF8(x) > 1, tokens))), 1, 5), ' ') "
+            f"FROM {db}.messages GROUP BY group_id ORDER BY n DESC LIMIT {int(limit)}")
+
+
+def deadletter_reasons(db: str, limit: int = 5) -> str:
+    return f"SELECT error, count() FROM {db}.deadletter GROUP BY error ORDER BY count() DESC LIMIT {int(limit)}"
