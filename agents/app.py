@@ -177,7 +177,9 @@ class FaustPorts:
 def register(app: QunguardApp, cfg: Config) -> DeliveryPath:
     backend = connect(cfg.clickhouse.url)
     migrate(backend)
-    engine = Engine(load_policy(cfg.policy.file))
+    policy = load_policy(cfg.policy.file)
+    policy.check_channels(cfg.notifier.channels)  # a route to a channel nobody configured stops here
+    engine = Engine(policy)
     stores = create_stores(app, [d.name for d in engine.detectors], cfg.kafka.partitions)
     engine.stores = dict(stores)
     processor = Processor(cfg, engine)

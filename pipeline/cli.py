@@ -50,6 +50,12 @@ def cmd_worker(cfg: Config, args: argparse.Namespace) -> int:
     return int(run(cfg))
 
 
+def cmd_notifier(cfg: Config, args: argparse.Namespace) -> int:
+    from pipeline.alerting.notifier import run
+
+    return run(cfg)
+
+
 def cmd_produce(cfg: Config, args: argparse.Namespace) -> int:
     from pipeline.devtools.produce import file_records, produce
     from pipeline.kafka import ensure_topics
@@ -105,6 +111,9 @@ def cmd_replay(cfg: Config, args: argparse.Namespace) -> int:
             write_findings(result.findings, out)
     else:
         write_findings(result.findings, sys.stdout)
+    if args.alerts:
+        with open(args.alerts, "w", encoding="utf-8") as out:
+            write_findings(result.alerts, out)
     if result.dead:
         print(f"qunguard replay: {len(result.dead)} invalid lines skipped (first: line "
               f"{result.dead[0]['src_offset']}: {result.dead[0]['error']})", file=sys.stderr)
@@ -203,6 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="apply the ClickHouse migrations (idempotent)").set_defaults(fn=cmd_migrate)
     sub.add_parser("worker", help="run a Faust worker (several can share a consumer group)").set_defaults(
         fn=cmd_worker)
+    sub.add_parser("notifier", help="deliver qg.alerts to the configured channels (robots, webhook, e-mail)"
+                   ).set_defaults(fn=cmd_notifier)
 
     s = sub.add_parser("produce", help="send a JSON Lines file to the events topic")
     s.add_argument("file")
@@ -230,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--policy")
     s.add_argument("--until", help="advance the clock to this ISO 8601 moment after the last event")
     s.add_argument("--out")
+    s.add_argument("--alerts", help="also write the alerts the stream would send (JSON Lines) to this file")
     s.set_defaults(fn=cmd_replay)
 
     s = sub.add_parser("check", help="run the content rules on one text; exit 1 when anything is found")

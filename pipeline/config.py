@@ -7,12 +7,13 @@ stops the program with one message that names the key and where the value came f
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -66,6 +67,71 @@ class WorkerConfig(_Section):
     timer_grace_seconds: float = Field(10.0, ge=0)
 
 
+ChannelType = Literal["wecom", "dingtalk", "feishu", "webhook", "smtp"]
+# Each platform's published budget for one robot (SPEC §8): messages per minute, per second.
+BUDGETS: dict[str, tuple[int, int | None]] = {"wecom": (20, None), "dingtalk": (20, None), "feishu": (100, 5),
+                                              "webhook": (600, None), "smtp": (60, None)}
+ENDPOINTS = {"wecom": "https://qyapi.weixin.qq.com/cgi-bin/webhook/send", "dingtalk": "https://oapi.dingtalk.com/robot/send",
+             "feishu": "https://open.feishu.cn/open-apis/bot/v2/hook"}
+
+
+class Channel(_Section):
+    """One destination of alerts (pipeline/alerting/channels.py). Secrets are never printed."""
+
+    type: ChannelType
+    url: str | None = None  # the endpoint; robots default to the platform's, a webhook must name one
+    key: str | None = Field(None, repr=False)  # WeCom robot: the webhook key
+    access_token: str | None = Field(None, repr=False)  # DingTalk robot
+    hook: str | None = Field(None, repr=False)  # Feishu bot: the hook id at the end of its URL
+    secret: str | None = Field(None, repr=False)  # DingTalk/Feishu signing secret; webhook HMAC key
+    per_minute: int | None = Field(None, ge=1)  # default: the platform's budget (BUDGETS)
+    per_second: int | None = Field(None, ge=1)
+    host: str | None = None  # SMTP
+    port: int | None = Field(None, ge=1, le=65535)
+    security: Literal["starttls", "ssl", "none"] = "starttls"
+    ca_file: str | None = None  # a CA bundle for the server's certificate (an internal CA); default: the system's
+    user: str | None = None
+    password: str | None = Field(None, repr=False)
+    sender: str | None = None
+    to: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _complete(self) -> Channel:
+        need = {"wecom": ("key",), "dingtalk": ("access_token",), "feishu": ("hook",), "webhook": ("url",),
+                "smtp": ("host", "sender", "to")}[self.type]
+        for name in need:
+            if not getattr(self, name):
+                raise ValueError(f"a {self.type} channel needs {name}")
+        if self.url is not None and not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"url must start with http:// or https://, got {self.url[:40]!r}")
+        return self
+
+    @property
+    def budget(self) -> tuple[int, int | None]:
+        minute, second = BUDGETS[self.type]
+        return self.per_minute or minute, self.per_second or second
+
+    def secrets(self) -> list[str]:
+        return [v for v in (self.key, self.access_token, self.hook, self.secret, self.password) if v]
+
+
+class NotifierConfig(_Section):
+    base_url: str = ""  # links in alerts: {base_url}/findings/{finding_id} (the console)
+    retry_seconds: float = Field(600.0, gt=0)  # how long an alert is retried before it is a dead letter
+    timeout_seconds: float = Field(10.0, gt=0)  # one request to a channel
+    channels: dict[str, Channel] = Field(default_factory=dict)
+
+    @field_validator("channels", mode="before")
+    @classmethod
+    def _json(cls, v: Any) -> Any:
+        if isinstance(v, str):  # QG_NOTIFIER_CHANNELS='{"security": {"type": "wecom", "key": "…"}}'
+            try:
+                return json.loads(v)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not valid JSON: {exc}") from None
+        return v
+
+
 class Config(_Section):
     kafka: KafkaConfig = KafkaConfig()
     clickhouse: ClickHouseConfig = ClickHouseConfig()
@@ -74,6 +140,7 @@ class Config(_Section):
     tokenizer: TokenizerConfig = TokenizerConfig()
     policy: PolicyConfig = PolicyConfig()
     worker: WorkerConfig = WorkerConfig()
+    notifier: NotifierConfig = NotifierConfig()
 
     def topic(self, name: str) -> str:
         return f"{self.kafka.topic_prefix}{name}"
@@ -141,7 +208,10 @@ def config_env(cfg: Config, base: dict[str, str] | None = None) -> dict[str, str
     env = {k: v for k, v in (os.environ if base is None else base).items() if not k.startswith("QG_")}
     for section, model in cfg:
         for key, value in model:
-            if value is not None:
+            if isinstance(value, dict):
+                env[f"QG_{section.upper()}_{key.upper()}"] = json.dumps(
+                    {k: v.model_dump(exclude_none=True) for k, v in value.items()}, ensure_ascii=False)
+            elif value is not None:
                 text = str(value).lower() if isinstance(value, bool) else str(value)
                 env[f"QG_{section.upper()}_{key.upper()}"] = text
     return env

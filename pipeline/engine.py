@@ -26,6 +26,8 @@ import logging
 from collections.abc import Collection, Iterable, MutableMapping
 from typing import Any
 
+from pipeline.alerting.route import route
+from pipeline.alerting.stage import AlertStage
 from pipeline.detectors import KEEP, Context, Detector, Outcome
 from pipeline.detectors.content.detector import ContentDetector
 from pipeline.detectors.deadline.detector import DeadlineDetector
@@ -37,7 +39,8 @@ from pipeline.policy import Policy
 log = logging.getLogger("qunguard.engine")
 
 # The rule families, each built from the policy.
-DETECTORS: list[type] = [ContentDetector, FloodDetector, DeadlineDetector, GroupDetector, MemberDetector]
+DETECTORS: list[type] = [ContentDetector, FloodDetector, DeadlineDetector, GroupDetector, MemberDetector,
+                         AlertStage]
 TICKS_PER_KEY = 4  # re-ticks of one key within one tick(now) call (a state that is due again at once)
 
 Position = tuple[int, int, int]  # partition, offset, index in a batch envelope
@@ -48,6 +51,7 @@ class Engine:
     def __init__(self, policy: Policy | None = None, detectors: Iterable[Detector] | None = None,
                  stores: dict[str, Store] | None = None, loopback: bool = False) -> None:
         policy = policy or Policy()
+        self.policy = policy
         self.detectors: list[Detector] = list(
             detectors if detectors is not None else (cls(policy) for cls in DETECTORS))
         stores = stores or {}
@@ -90,6 +94,7 @@ class Engine:
                 continue
             store[key] = {"v": det.state_version, "s": new, "at": list(at) if at is not None else None}
             self._schedule(i, key, at[0] if at is not None else None, det.due(key, new))
+        self._route(result)
         if self.loopback and result.forward:
             forwarded, result.forward = result.forward, []
             for ev in forwarded:
@@ -100,7 +105,26 @@ class Engine:
 
     def tick(self, now: int, partitions: Collection[int] | None = None, settled: int | None = None) -> Outcome:
         """What is due at `now`; with `partitions`, only keys whose events come from those; with
-        `settled`, detectors that `settles` go no further than it."""
+        `settled`, detectors that `settles` go no further than it. With `loopback` (replay), what
+        a tick forwards is processed and ticked too."""
+        result = self._tick(now, partitions, settled)
+        for _ in range(TICKS_PER_KEY):
+            if not (self.loopback and result.forward):
+                break
+            forwarded, result.forward = result.forward, []
+            for ev in forwarded:
+                _merge(result, self.process(ev, []))
+            _merge(result, self._tick(now, partitions, settled))
+        return result
+
+    def _route(self, result: Outcome) -> None:
+        """The findings' alerts: urgent ones now, the rest forwarded to their group's alert stage."""
+        if result.findings:
+            alerts, later = route(result.findings, self.policy)
+            result.alerts.extend(alerts)
+            result.forward.extend(later)
+
+    def _tick(self, now: int, partitions: Collection[int] | None, settled: int | None) -> Outcome:
         result = Outcome()
         ticked: dict[tuple[int, str], int] = {}
         for (partition, i), heap in list(self._heaps.items()):
@@ -136,6 +160,7 @@ class Engine:
                                 det.name, key)
                     continue
                 self._schedule(i, key, partition, nxt)
+        self._route(result)
         return result
 
     def reindex(self, partitions: Collection[int] | None = None) -> int:

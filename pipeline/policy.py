@@ -28,7 +28,9 @@ stop with one message naming the key: `policy: content.lexicon.add.gamblin: unkn
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from datetime import time
+from fnmatch import fnmatchcase
 from functools import cached_property
 from pathlib import Path
 from typing import Any, cast
@@ -37,6 +39,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pipeline.config import ConfigError, read_yaml_mapping
+from schemas.records import SEVERITIES
 
 CATEGORIES = (
     "politics", "porn", "gambling", "violence", "drugs", "fraud", "cult", "insult",
@@ -49,6 +52,7 @@ DEADLINE_RULES = ("deadline.overdue", "deadline.escalated")
 MEMBERSHIP_RULES = ("member.nickname", "member.departed", "member.unauthorized_invite", "member.external",
                     "group.unregistered", "group.name_format", "group.expired", "group.idle")
 RULES = CONTENT_RULES + ("conduct.quiet_hours",)
+ALL_RULES = RULES + FLOOD_RULES + DEADLINE_RULES + MEMBERSHIP_RULES
 
 
 def _known_rules(v: tuple[str, ...], known: tuple[str, ...]) -> tuple[str, ...]:
@@ -258,8 +262,76 @@ class Membership(_Model):
         return re.compile(self.name_pattern) if self.name_pattern else None
 
 
+def _severity(v: str) -> str:
+    if v not in SEVERITIES:
+        raise ValueError(f"{v!r} is not a severity (one of {', '.join(SEVERITIES)})")
+    return v
+
+
+def _globs(v: tuple[str, ...]) -> tuple[str, ...]:
+    known = ALL_RULES
+    for pattern in v:
+        if not any(fnmatchcase(rule, pattern) for rule in known):
+            families = sorted({r.split(".")[0] + ".*" for r in known})
+            raise ValueError(f"{pattern!r} matches no rule (rules are named like {', '.join(families)})")
+    return v
+
+
+class Route(_Model):
+    to: tuple[str, ...] = Field(min_length=1)  # channel names, from the configuration's `channels`
+    rules: tuple[str, ...] = ("*",)  # globs over rule names: content.*, flood.*, member.departed
+    min_severity: str = "low"
+
+    _sev = field_validator("min_severity")(classmethod(lambda cls, v: _severity(v)))
+    _rules = field_validator("rules")(classmethod(lambda cls, v: _globs(v)))
+
+    def matches(self, rule: str, severity: str) -> bool:
+        return (SEVERITIES.index(severity) >= SEVERITIES.index(self.min_severity)
+                and any(fnmatchcase(rule, g) for g in self.rules))
+
+
+class Alerts(_Model):
+    """Who hears of which findings, and when (SPEC §8; pipeline/alerting/). One line starts an org:
+    `alerts: {to: [security]}` sends every finding of `min_severity` and up to that channel."""
+
+    to: tuple[str, ...] = ()
+    min_severity: str = "medium"
+    routes: tuple[Route, ...] = ()  # more, each on its own: every route that matches alerts
+    urgent_severity: str = "high"  # at and above: at once, one alert per finding (group_wait 0)
+    # Alertmanager's grouping, for the rest, per channel, group and rule, in event time:
+    group_wait_seconds: int = Field(30, ge=0)  # after a group's first finding, before its first alert
+    group_interval_seconds: int = Field(300, ge=0)  # between two alerts of one group
+    repeat_interval_seconds: int = Field(4 * 3600, ge=0)  # the same rule and member again: counted, not listed
+    quiet_hours: QuietHours | None = None  # non-urgent alerts wait for its end and go as one digest
+    tz: str = "Asia/Shanghai"  # the time zone alerts show times in
+
+    _sev = field_validator("min_severity", "urgent_severity")(classmethod(lambda cls, v: _severity(v)))
+    _tz = field_validator("tz")(classmethod(lambda cls, v: _zone(v)))
+
+    @cached_property
+    def all_routes(self) -> tuple[Route, ...]:
+        first = (Route(to=self.to, min_severity=self.min_severity),) if self.to else ()
+        return first + self.routes
+
+    def channels(self, rule: str, severity: str) -> tuple[str, ...]:
+        """The channels a finding goes to, each once, in the order the routes name them."""
+        out: dict[str, None] = {}
+        for route in self.all_routes:
+            if route.matches(rule, severity):
+                out.update(dict.fromkeys(route.to))
+        return tuple(out)
+
+    def urgent(self, severity: str) -> bool:
+        return SEVERITIES.index(severity) >= SEVERITIES.index(self.urgent_severity)
+
+    @cached_property
+    def quiet(self) -> tuple[time, time, ZoneInfo] | None:
+        q = self.quiet_hours
+        return None if q is None else (time.fromisoformat(q.start), time.fromisoformat(q.end), ZoneInfo(q.tz))
+
+
 SECTIONS: dict[str, type[_Model]] = {"content": Content, "flood": Flood, "deadline": Deadline,
-                                     "membership": Membership}
+                                     "membership": Membership, "alerts": Alerts}
 
 
 class Scope(_Model):
@@ -267,6 +339,7 @@ class Scope(_Model):
     flood: dict[str, Any] = Field(default_factory=dict)
     deadline: dict[str, Any] = Field(default_factory=dict)
     membership: dict[str, Any] = Field(default_factory=dict)
+    alerts: dict[str, Any] = Field(default_factory=dict)
 
 
 class PolicyFile(Scope):
@@ -333,6 +406,23 @@ class Policy:
 
     def membership_for(self, org_id: str, group_id: str) -> Membership:
         return cast(Membership, self.section_for("membership", org_id, group_id))
+
+    def alerts_for(self, org_id: str, group_id: str) -> Alerts:
+        return cast(Alerts, self.section_for("alerts", org_id, group_id))
+
+    def check_channels(self, configured: Collection[str]) -> None:
+        """Every channel a route names must be configured; else stop, naming the key."""
+        scopes = [("alerts", self._top["alerts"])]
+        scopes += [(f"orgs.{k}.alerts", v) for k, v in self._orgs["alerts"].items()]
+        scopes += [(f"groups.{k}.alerts", v) for k, v in self._groups["alerts"].items()]
+        for where, values in scopes:
+            settings = cast(Alerts, self._build("alerts", {**self._top["alerts"], **values}, where))
+            for i, route in enumerate(settings.all_routes):
+                for name in route.to:
+                    if name not in configured:
+                        key = f"{where}.to" if settings.to and i == 0 else f"{where}.routes[{i - bool(settings.to)}].to"
+                        raise ConfigError(f"policy: {key}: unknown channel {name!r} (configured: "
+                                          f"{', '.join(sorted(configured)) or 'none; see channels in the config'})")
 
 
 def resolve(base_dir: Path, name: str) -> Path:

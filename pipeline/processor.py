@@ -13,15 +13,16 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.alerts import deadline_alerts
 from pipeline.config import Config
 from pipeline.engine import Engine
 from pipeline.ingest import Decoded, decode_record
 from pipeline.policy import load_policy
 from pipeline.text.tokenize import get_tokenizer
+from schemas.records import INTERNAL_KINDS
 from schemas.rows import (
     TABLES,
     Source,
+    alert_row,
     deadletter_record,
     deadletter_row,
     detector_row,
@@ -79,7 +80,7 @@ class Processor:
                 rows["deadletter"].append(deadletter_row(dl))
                 batch.dead.append(dl)
                 continue
-            if event["kind"] != "membership":  # qunguard's own forwarded facts are not input
+            if event["kind"] not in INTERNAL_KINDS:  # qunguard's own forwarded facts are not input
                 rows["raw_events"].append(raw_row(event, src))
                 if event["ts"] > batch.event_time.get(src.partition, -1):
                     batch.event_time[src.partition] = event["ts"]
@@ -92,6 +93,8 @@ class Processor:
                 rows[table].append(detector_row(table, record, src))
             batch.forward.extend(out.forward)
             batch.alerts.extend(out.alerts)
+            for alert in out.alerts:
+                rows["alerts"].append(alert_row(alert, src))
         for dl in decoded.dead:
             rows["deadletter"].append(deadletter_row(dl))
             batch.dead.append(dl)
@@ -111,5 +114,7 @@ class Processor:
         for i, (table, record) in enumerate(out.rows):
             batch.rows[table].append(detector_row(table, record, Source(self.timer_topic, 0, now, i)))
         batch.forward = out.forward
-        batch.alerts = out.alerts + deadline_alerts(out.findings)
+        batch.alerts = out.alerts
+        for i, alert in enumerate(out.alerts):
+            batch.rows["alerts"].append(alert_row(alert, Source(self.timer_topic, 0, now, i)))
         return batch

@@ -7,7 +7,7 @@ and reported on stderr (they would be dead letters in the stream); they never st
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, Any
 
 from pipeline.engine import Engine
@@ -22,6 +22,7 @@ class ReplayResult:
     findings: list[dict[str, Any]]
     events: int
     dead: list[dict[str, Any]]
+    alerts: list[dict[str, Any]] = field(default_factory=list)  # what the stream sends, by (ts, alert_id)
 
 
 def replay(lines: Iterable[bytes], until: int | None = None, max_text_chars: int = 100_000,
@@ -36,18 +37,24 @@ def replay(lines: Iterable[bytes], until: int | None = None, max_text_chars: int
     # Stable sort: events with equal ts keep their file order, so output is deterministic.
     events = sorted((e for e, _ in decoded.events), key=lambda e: e["ts"])
     findings: list[dict[str, Any]] = []
+    alerts: list[dict[str, Any]] = []
     dead = decoded.dead
     for event in events:
         try:
             tokens = tokenizer.tokens(event["text"]) if event["kind"] == "message" else []
-            findings.extend(engine.process(event, tokens).findings)
+            out = engine.process(event, tokens)
+            findings.extend(out.findings)
+            alerts.extend(out.alerts)
         except Exception as exc:  # the worker dead-letters such an event; so does replay
             dead.append({"src_offset": event.get("event_id"), "error": f"detector error: {type(exc).__name__}: {exc}"})
     last = events[-1]["ts"] if events else 0
-    findings.extend(engine.tick(max(until, last) if until is not None else last).findings)
+    out = engine.tick(max(until, last) if until is not None else last)
+    findings.extend(out.findings)
+    alerts.extend(out.alerts)
     unique = {f["finding_id"]: f for f in findings}
     ordered = sorted(unique.values(), key=lambda f: (f["ts"], f["rule"], f["finding_id"]))
-    return ReplayResult(ordered, len(events), dead)
+    sent = sorted({a["alert_id"]: a for a in alerts}.values(), key=lambda a: (a["ts"], a["alert_id"]))
+    return ReplayResult(ordered, len(events), dead, sent)
 
 
 def write_findings(findings: Iterable[dict[str, Any]], out: IO[str]) -> None:

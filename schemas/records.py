@@ -25,7 +25,7 @@ ROSTER_STATUS = ("active", "left")
 MEMBERSHIP_ACTIONS = ("join", "leave", "nickname", "seen")
 VERDICTS = ("false_positive", "confirmed")
 # Kinds qunguard forwards between its own stages; a producer's record of such a kind is a dead letter.
-INTERNAL_KINDS = frozenset({"membership"})
+INTERNAL_KINDS = frozenset({"membership", "alertable"})
 SEVERITIES = ("low", "medium", "high", "critical")
 
 # Timestamps outside this range are typos (seconds instead of ms, or garbage), not events.
@@ -104,6 +104,12 @@ KINDS: dict[str, tuple[Field, ...]] = {
         Field("approved", "bool", default=False),
         Field("source", "str", default=""),
     ),
+    # qunguard's own: a finding forwarded to its group's alert stage (pipeline/alerting/stage.py).
+    "alertable": (
+        Field("group_id", "str", required=True, nonempty=True),
+        Field("channels", "strs", default=()),
+        Field("finding", "str", required=True),  # the finding's summary as JSON
+    ),
     "feedback": (
         Field("finding_id", "str", required=True, nonempty=True),
         Field("verdict", "str", required=True, choices=VERDICTS),
@@ -164,7 +170,8 @@ def validate_event(obj: Any, max_text_chars: int = 100_000) -> dict[str, Any]:
     if spec is None:
         if kind is None:
             raise SchemaError("kind: missing")
-        raise SchemaError(f"kind: {str(kind)[:40]!r} is not one of {', '.join(KINDS)}")
+        public = ", ".join(k for k in KINDS if k not in INTERNAL_KINDS)
+        raise SchemaError(f"kind: {str(kind)[:40]!r} is not one of {public}")
     out: dict[str, Any] = {}
     get = obj.get
     for field, name, plain, choices in spec:

@@ -47,6 +47,13 @@ RESPONSE_COLUMNS = ("response_key", "notice_id", "org_id", "group_id", "user_id"
 MEMBERSHIP_COLUMNS = ("membership_key", "org_id", "group_id", "user_id", "seq", "ts", "present", "nickname",
                       "name", "department", "status", "nickname_bad", "departed", "external") + SRC_COLUMNS
 
+ALERT_COLUMNS = ("alert_id", "kind", "channel", "org_id", "group_id", "rule", "severity", "ts", "count", "repeats",
+                 "finding_ids", "payload") + SRC_COLUMNS
+
+# Written by the notifier, not the worker's sink (no source position: an attempt is not an event).
+DELIVERY_COLUMNS = ("attempt_id", "alert_id", "channel", "org_id", "attempt", "at", "status", "error", "latency_ms",
+                    "message_id")
+
 # The key each table is deduplicated on (the first column of every row).
 TABLES = {
     "raw_events": RAW_COLUMNS,
@@ -56,6 +63,7 @@ TABLES = {
     "notices": NOTICE_COLUMNS,
     "responses": RESPONSE_COLUMNS,
     "memberships": MEMBERSHIP_COLUMNS,
+    "alerts": ALERT_COLUMNS,
 }
 _FLAGS = frozenset({"late", "present", "nickname_bad", "departed", "external"})
 
@@ -88,6 +96,12 @@ def finding_row(finding: dict[str, Any], src: Source) -> Row:
         dumps(finding["evidence"]) if c == "evidence" else (finding[c] or "")
         for c in FINDING_COLUMNS[:-4]
     ) + _src(src)
+
+
+def alert_row(alert: dict[str, Any], src: Source) -> Row:
+    return (alert["alert_id"], alert["kind"], alert["channel"], alert["org_id"], alert["group_id"], alert["rule"],
+            alert["severity"], alert["ts"], alert["count"], alert["repeats"], list(alert["finding_ids"]),
+            dumps(alert)) + _src(src)
 
 
 def encode_raw(raw: bytes) -> tuple[str, str]:

@@ -20,7 +20,7 @@ def test_defaults_filled_and_unknown_fields_kept_as_extra():
     ({"event_id": ""}, "message.event_id: must not be empty"),
     ({"platform": "icq"}, "message.platform: 'icq' is not one of wechat, wecom, qq, dingtalk, feishu"),
     ({"mentions": "@all"}, "message.mentions: expected a list of strings"),
-    ({"kind": "telegram"}, "kind: 'telegram' is not one of message, member, group, roster, membership, feedback"),
+    ({"kind": "telegram"}, "kind: 'telegram' is not one of message, member, group, roster, feedback"),
 ])
 def test_invalid_events_name_the_field(change, message):
     with pytest.raises(SchemaError) as exc:

@@ -102,3 +102,26 @@ def busiest_groups(db: str, limit: int = 5) -> str:
 
 def deadletter_reasons(db: str, limit: int = 5) -> str:
     return f"SELECT error, count() FROM {db}.deadletter GROUP BY error ORDER BY count() DESC LIMIT {int(limit)}"
+
+
+# --- the notifier (pipeline/alerting/notifier.py) ---------------------------------------------------
+
+def alerts_settled(db: str, alert_ids: Sequence[str]) -> str:
+    """Which of these alerts a notifier has settled already: sent, given up or refused."""
+    values = ", ".join(f"'{quote(a)}'" for a in alert_ids)
+    return (f"SELECT DISTINCT alert_id FROM {db}.alert_deliveries WHERE alert_id IN ({values}) "
+            "AND status IN ('sent', 'dead', 'config_error')")
+
+
+# What the README's operations section shows: alerts the worker decided that never reached their
+# channel (no `sent` attempt), with their last attempt's status and error.
+UNDELIVERED = """SELECT a.alert_id, a.channel, a.rule, a.group_id, a.ts, d.status, d.error
+FROM {db}.alerts AS a
+LEFT JOIN (SELECT alert_id, argMax(status, at) AS status, argMax(error, at) AS error, max(status = 'sent') AS ok
+           FROM {db}.alert_deliveries GROUP BY alert_id) AS d USING alert_id
+WHERE d.ok = 0 OR d.ok IS NULL
+ORDER BY a.ts"""
+
+
+def undelivered_alerts(db: str) -> str:
+    return UNDELIVERED.format(db=db)
