@@ -83,12 +83,12 @@ def server_url(clickhouse: devservices.Service, database: str) -> str:
 
 
 class Worker:
-    """`qunguard worker` as a child process, the way operators run it."""
+    """`qunguard worker` (or another long-running command) as a child process, the way operators run it."""
 
-    def __init__(self, cfg: Config, log: Path) -> None:
+    def __init__(self, cfg: Config, log: Path, command: str = "worker") -> None:
         self.log = log
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "worker"], env=config_env(cfg), cwd=ROOT,
+            [sys.executable, "-m", "pipeline.cli", command], env=config_env(cfg), cwd=ROOT,
             stdout=open(log, "ab"), stderr=subprocess.STDOUT,
         )
 

@@ -10,6 +10,7 @@ import orjson
 import pytest
 from kafka import KafkaConsumer
 
+from pipeline.alerting import render
 from pipeline.devtools.produce import produce
 from pipeline.devtools.simulate import Record
 from pipeline.kafka import bootstrap, ensure_topics
@@ -39,9 +40,12 @@ DEADLINE_FINDINGS = "SELECT count() FROM {db}.findings WHERE rule LIKE 'deadline
 
 
 def test_an_overdue_notice_is_reported_once_across_restarts(tmp_path, kafka, clickhouse, workers):
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("alerts: {to: [owner], group_wait_seconds: 0}\n", encoding="utf-8")
     cfg = make_config(tmp_path, kafka.url, server_url(clickhouse, unique("deadline")),
                       sink={"batch_rows": 50, "batch_seconds": 0.2},
-                      worker={"timer_seconds": 1.0, "timer_grace_seconds": 0})
+                      worker={"timer_seconds": 1.0, "timer_grace_seconds": 0}, policy={"file": policy},
+                      notifier={"channels": '{"owner": {"type": "webhook", "url": "http://127.0.0.1:9/owner"}}'})
     ensure_topics(cfg)
     backend = connect(cfg.clickhouse.url)
     migrate(backend)
@@ -78,10 +82,14 @@ def test_an_overdue_notice_is_reported_once_across_restarts(tmp_path, kafka, cli
     assert count(cfg, DEADLINE_FINDINGS) == 2
 
     # One reminder for the owner, naming who has not answered (点名).
-    consumer = KafkaConsumer(cfg.topic("alerts"), bootstrap_servers=bootstrap(cfg.kafka.url),
-                             auto_offset_reset="earliest", consumer_timeout_ms=5000, group_id=unique("alerts"))
-    alerts = [orjson.loads(m.value) for m in consumer]
-    consumer.close()
+    def reminders() -> list[dict]:
+        consumer = KafkaConsumer(cfg.topic("alerts"), bootstrap_servers=bootstrap(cfg.kafka.url),
+                                 auto_offset_reset="earliest", consumer_timeout_ms=3000, group_id=unique("alerts"))
+        found = [a for m in consumer if (a := orjson.loads(m.value))["rule"] == "deadline.overdue"]
+        consumer.close()
+        return found
+
+    alerts = wait_for(reminders, 60, "the owner's reminder")
     assert len({a["alert_id"] for a in alerts}) == 1
-    assert [m["name"] for m in alerts[0]["members"]] == ["技术中心-张伟", "市场部-刘洋"]
-    assert "技术中心-张伟、市场部-刘洋" in alerts[0]["text"]
+    assert [f["evidence"]["name"] for f in alerts[0]["findings"]] == ["技术中心-张伟", "市场部-刘洋"]
+    assert "技术中心-张伟(b)、市场部-刘洋(c)" in render.text(alerts[:1], {})

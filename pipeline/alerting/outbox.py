@@ -17,7 +17,7 @@ from typing import Any
 from pipeline.alerting.budget import Budget
 from pipeline.alerting.channels import Reply
 
-MAX_PER_MESSAGE = 50
+MAX_PER_MESSAGE = 1000  # a digest counts every alert it carries; the text lists the first few
 MAX_BACKOFF = 30.0
 
 

@@ -54,7 +54,8 @@ class AlertStage:
         return Outcome(state=state)
 
     def due(self, key: str, state: Any) -> int | None:
-        times = [p[0] for p in state["pend"]] + [g["fire"] for g in state["g"].values() if g["fire"] is not None]
+        times: list[int] = [p[0] for p in state["pend"]]
+        times += [g["fire"] for g in state["g"].values() if g["fire"] is not None]
         if times:
             return min(times)
         cfg = self.policy.alerts_for(state["org"], state["gid"])
@@ -74,7 +75,7 @@ class AlertStage:
             nxt_fire = min(fires) if fires else None
             if nxt_item is None and nxt_fire is None:
                 break
-            if nxt_fire is None or (nxt_item is not None and nxt_item < nxt_fire[0]):
+            if nxt_fire is None or (nxt_item is not None and nxt_item <= nxt_fire[0]):  # a fire at T takes T
                 self._apply(state, cfg, pend.pop(0))
             else:
                 alerts.append(self._fire(state, cfg, nxt_fire[1], nxt_fire[0]))

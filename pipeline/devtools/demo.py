@@ -1,7 +1,10 @@
 """`qunguard demo`: the whole path on the embedded defaults in one command.
 
 Tansu broker when no Kafka is configured, chDB when no ClickHouse is configured, one Faust worker
-(a child process), simulated traffic for about half a minute, then a summary of what landed.
+and one notifier (child processes), a local webhook for the alerts (devtools/receiver.py),
+simulated traffic for about half a minute, then a summary of what landed and what the webhook got.
+Without a policy of its own the demo routes every finding from medium up to that webhook. chDB is
+one process at a time, so with it the notifier keeps its delivery records in a chDB of its own.
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline.audit import PROBLEMS, audit_members
-from pipeline.config import Config, config_env
+from pipeline.config import Channel, Config, config_env
 from pipeline.devtools.devservices import Service, start_tansu
 from pipeline.devtools.produce import produce, wait_drained
+from pipeline.devtools.receiver import Receiver
 from pipeline.devtools.simulate import Simulator
 from pipeline.kafka import ensure_topics
 from pipeline.sink import queries
@@ -34,6 +38,8 @@ def run_demo(cfg: Config, seconds: float = 30.0, rate: float = 1500.0, seed: int
     home = Path(".qunguard/demo")
     services: list[Service] = []
     worker: subprocess.Popen[bytes] | None = None
+    notifier: subprocess.Popen[bytes] | None = None
+    receiver = Receiver("demo-secret").start()
     try:
         if not cfg.kafka.url:
             console.print("[dim]no kafka.url configured: starting the embedded Tansu broker[/]")
@@ -47,8 +53,15 @@ def run_demo(cfg: Config, seconds: float = 30.0, rate: float = 1500.0, seed: int
             shutil.rmtree(home / "chdb", ignore_errors=True)
             cfg = cfg.model_copy(update={"clickhouse": cfg.clickhouse.model_copy(
                 update={"url": f"chdb:{home / 'chdb'}"})})
+        cfg = _with_alerts(cfg, home, receiver)
         ensure_topics(cfg)
         worker = proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker"], env=config_env(cfg))
+        notifier_cfg = cfg
+        if cfg.clickhouse.url.startswith("chdb:"):
+            shutil.rmtree(home / "notifier-chdb", ignore_errors=True)
+            notifier_cfg = cfg.model_copy(update={"clickhouse": cfg.clickhouse.model_copy(
+                update={"url": f"chdb:{home / 'notifier-chdb'}"})})
+        notifier = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "notifier"], env=config_env(notifier_cfg))
         n = int(seconds * rate)
         sim = Simulator(orgs=3, groups=90, members=15, seed=seed)
         console.print(f"[bold]simulating[/] {n:,} events over ~{seconds:.0f}s into {cfg.topic('events')}")
@@ -62,12 +75,50 @@ def run_demo(cfg: Config, seconds: float = 30.0, rate: float = 1500.0, seed: int
         worker.terminate()
         worker.wait(60)
         worker = None
-        return summarize(cfg, console)
+        time.sleep(3)  # the notifier's last deliveries
+        notifier.terminate()
+        notifier.wait(60)
+        notifier = None
+        counts = summarize(cfg, console)
+        counts["webhook_alerts"] = show_received(receiver, console)
+        return counts
     finally:
-        if worker is not None and worker.poll() is None:
-            worker.kill()
+        for p in (worker, notifier):
+            if p is not None and p.poll() is None:
+                p.kill()
+        receiver.close()
         for s in services:
             s.stop()
+
+
+def _with_alerts(cfg: Config, home: Path, receiver: Receiver) -> Config:
+    """Alerts to the demo's local webhook: the user's policy if one is configured, else one line."""
+    channels = {**cfg.notifier.channels, "demo-webhook": Channel.model_validate(receiver.channel())}
+    update: dict[str, object] = {"notifier": cfg.notifier.model_copy(update={"channels": channels})}
+    if not cfg.policy.file:
+        home.mkdir(parents=True, exist_ok=True)
+        policy = home / "policy.yaml"
+        policy.write_text("alerts: {to: [demo-webhook]}\n", encoding="utf-8")
+        update["policy"] = cfg.policy.model_copy(update={"file": str(policy)})
+    return cfg.model_copy(update=update)
+
+
+def show_received(receiver: Receiver, console: Console) -> int:
+    """What the security team's webhook received: per rule, and the first few messages."""
+    from collections import Counter
+
+    from pipeline.alerting import render
+    from pipeline.alerting.labels import label
+
+    got = [a for _, a in receiver.alerts]
+    by_rule = Counter(a["rule"] for a in got)
+    _table(console, f"Alerts the local webhook received ({len(got)}, signature checked)",
+           ("rule", "alerts", "findings"),
+           [(f"{rule} {label(rule)}", n, sum(a["count"] for a in got if a["rule"] == rule))
+            for rule, n in sorted(by_rule.items())])
+    for a in got[:3]:
+        console.print(render.text([a], {}))
+    return len(got)
 
 
 def _table(console: Console, title: str, columns: tuple[str, ...], rows) -> None:

@@ -100,9 +100,9 @@ class ClickHouseSink:
                 recent.popitem(last=False)
         kept_findings = {r[0] for r in out.rows["findings"]}
         out.findings = [f for f in batch.findings if f["finding_id"] in kept_findings]
-        # An alert goes out with the findings it reports, not again for findings already stored.
-        kept_notices = {(f["group_id"], f["msg_id"]) for f in out.findings}
-        out.alerts = [a for a in batch.alerts if (a["group_id"], a["msg_id"]) in kept_notices]
+        # An alert goes out once its row is new, not again for one already stored.
+        kept_alerts = {r[0] for r in out.rows["alerts"]}
+        out.alerts = [a for a in batch.alerts if a["alert_id"] in kept_alerts]
         kept_dead = {r[0] for r in out.rows["deadletter"]}
         out.dead = [d for d in batch.dead if d["dl_id"] in kept_dead]
         for table, rows in out.rows.items():
