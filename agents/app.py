@@ -49,6 +49,9 @@ log = logging.getLogger("qunguard.agent")
 # Records per take: with envelopes of up to 100 events, a take is a few thousand events; detection
 # runs in a thread, so the event loop (and the consumer's heartbeats) never wait for it.
 TAKE_RECORDS = 200
+# How long a take waits to fill: what an urgent alert waits at least before it is published (the
+# writes still batch by sink.batch_seconds). Measured: 0.5 s gave a p99 of 1.4 s produce → webhook.
+TAKE_SECONDS = 0.1
 FORWARD_HEADER = "qg-origin"
 SHUTDOWN_SECONDS = 8.0  # what a stopping worker gives its last write before it leaves it to the next
 HARD_EXIT_SECONDS = 25.0  # a stop that still hangs after this (a broker gone) ends the process
@@ -220,7 +223,7 @@ def register(app: QunguardApp, cfg: Config) -> DeliveryPath:
 
     @app.agent(ports.events)
     async def ingest(stream: Any) -> None:  # faust.Stream: StreamT does not declare noack()
-        async for events in stream.noack().noack_take(TAKE_RECORDS, within=cfg.sink.batch_seconds / 2):
+        async for events in stream.noack().noack_take(TAKE_RECORDS, within=TAKE_SECONDS):
             await path.submit([
                 Record(e.message.value, e.message.topic, e.message.partition, e.message.offset,
                        _forwarded(e.message.headers)) for e in events])

@@ -71,7 +71,8 @@ def run_demo(cfg: Config, seconds: float = 30.0, rate: float = 1500.0, seed: int
             raise RuntimeError(f"the worker did not store everything (exit code {proc.poll()})")
         # The member rules apply their queued facts at the worker's timer, once it has caught up.
         console.print("[dim]letting the worker's timers run…[/]")
-        time.sleep(2 * cfg.worker.timer_seconds + 3)
+        # Findings made at a tick (deadlines) reach their alert stage through Kafka: one tick more.
+        time.sleep(3 * cfg.worker.timer_seconds + 3)
         worker.terminate()
         worker.wait(60)
         worker = None
