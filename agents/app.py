@@ -130,7 +130,8 @@ class FaustPorts:
         for f in batch.findings:
             await self.findings.send(key=(f["group_id"] or f["org_id"]).encode(), value=orjson.dumps(f))
         for a in batch.alerts:
-            await self.alerts.send(key=a["group_id"].encode(), value=orjson.dumps(a))
+            # keyed by channel: one notifier holds a channel, so its budget is kept in one place
+            await self.alerts.send(key=a["channel"].encode(), value=orjson.dumps(a))
         for ev in batch.forward:
             await self.events.send(key=event_key(ev).encode(), value=orjson.dumps(ev),
                                    headers={FORWARD_HEADER: b"forward"})

@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from pipeline.alerting.budget import Budget
-from pipeline.alerting.channels import send_http, send_mail
+from pipeline.alerting.channels import Reply, send_http, send_mail
 from pipeline.alerting.outbox import Attempt, Outbox, Pending
 from pipeline.config import Config, ConfigError
 from pipeline.kafka import bootstrap
@@ -166,10 +166,14 @@ class Notifier:
                 continue
             batch = box.take(self.clock())
             alerts = [p.alert for p in batch]
-            if ch.type == "smtp":
-                reply = await asyncio.to_thread(send_mail, ch, alerts, self.names, n.base_url, n.timeout_seconds)
-            else:
-                reply = await send_http(session, ch, alerts, self.names, n.base_url, n.timeout_seconds)
+            try:
+                if ch.type == "smtp":
+                    reply = await asyncio.to_thread(send_mail, ch, alerts, self.names, n.base_url, n.timeout_seconds)
+                else:
+                    reply = await send_http(session, ch, alerts, self.names, n.base_url, n.timeout_seconds)
+            except Exception as exc:  # noqa: BLE001 -- e.g. an alert that cannot be rendered: not this channel's end
+                log.exception("channel %s: could not send %d alerts", name, len(batch))
+                reply = Reply("failed", f"{type(exc).__name__} while sending")
             for a in box.settle(batch, reply, self.clock()):
                 self._record(a)
             if reply.outcome in ("too_fast", "down"):
@@ -239,8 +243,13 @@ async def _run(cfg: Config) -> int:
 
     async def read() -> None:
         while not stop.is_set():
-            async with kafka:
-                polled = await asyncio.to_thread(consumer.poll, 200, 500)
+            try:
+                async with kafka:
+                    polled = await asyncio.to_thread(consumer.poll, 200, 500)
+            except Exception as exc:  # noqa: BLE001 -- the broker away: try again
+                log.warning("reading %s failed (%s); retrying", cfg.topic("alerts"), type(exc).__name__)
+                await asyncio.sleep(2)
+                continue
             records = [((tp.topic, tp.partition), m.offset, m.value) for tp, ms in polled.items() for m in ms]
             if not records:
                 continue
@@ -271,10 +280,16 @@ async def _run(cfg: Config) -> int:
                     except Exception as exc:  # noqa: BLE001 -- ClickHouse away: keep them, commit nothing
                         log.warning("ClickHouse unavailable for delivery records (%s); retrying", type(exc).__name__)
                         await asyncio.sleep(2)
-                for d in dead:
-                    producer.send(cfg.topic("deadletter"), key=d["dl_id"].encode(),
-                                  value=orjson.dumps(deadletter_message(d)))
-                await asyncio.to_thread(producer.flush)
+                while True:
+                    try:
+                        for d in dead:
+                            producer.send(cfg.topic("deadletter"), key=d["dl_id"].encode(),
+                                          value=orjson.dumps(deadletter_message(d)))
+                        await asyncio.to_thread(producer.flush)
+                        break
+                    except Exception as exc:  # noqa: BLE001 -- the broker away: nothing is committed until sent
+                        log.warning("dead letters not published (%s); retrying", type(exc).__name__)
+                        await asyncio.sleep(2)
             for tp, offset in settled:
                 notifier.offsets.settle(tp, offset)
             if settled:
