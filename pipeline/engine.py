@@ -95,10 +95,7 @@ class Engine:
             store[key] = {"v": det.state_version, "s": new, "at": list(at) if at is not None else None}
             self._schedule(i, key, at[0] if at is not None else None, det.due(key, new))
         self._route(result)
-        if self.loopback and result.forward:
-            forwarded, result.forward = result.forward, []
-            for ev in forwarded:
-                _merge(result, self.process(ev, []))
+        self._loop_back(result)
         return result
 
     # --- timers -------------------------------------------------------------------------------
@@ -111,11 +108,16 @@ class Engine:
         for _ in range(TICKS_PER_KEY):
             if not (self.loopback and result.forward):
                 break
+            self._loop_back(result)
+            _merge(result, self._tick(now, partitions, settled))
+        return result
+
+    def _loop_back(self, result: Outcome) -> None:
+        """With `loopback` (replay), process what was forwarded here, in the same call."""
+        if self.loopback and result.forward:
             forwarded, result.forward = result.forward, []
             for ev in forwarded:
                 _merge(result, self.process(ev, []))
-            _merge(result, self._tick(now, partitions, settled))
-        return result
 
     def _route(self, result: Outcome) -> None:
         """The findings' alerts: urgent ones now, the rest forwarded to their group's alert stage."""

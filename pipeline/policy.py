@@ -39,7 +39,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pipeline.config import ConfigError, read_yaml_mapping
-from schemas.records import SEVERITIES
+from schemas.records import SEVERITIES, SEVERITY_RANK
 
 CATEGORIES = (
     "politics", "porn", "gambling", "violence", "drugs", "fraud", "cult", "insult",
@@ -286,7 +286,7 @@ class Route(_Model):
     _rules = field_validator("rules")(classmethod(lambda cls, v: _globs(v)))
 
     def matches(self, rule: str, severity: str) -> bool:
-        return (SEVERITIES.index(severity) >= SEVERITIES.index(self.min_severity)
+        return (SEVERITY_RANK[severity] >= SEVERITY_RANK[self.min_severity]
                 and any(fnmatchcase(rule, g) for g in self.rules))
 
 
@@ -322,7 +322,7 @@ class Alerts(_Model):
         return tuple(out)
 
     def urgent(self, severity: str) -> bool:
-        return SEVERITIES.index(severity) >= SEVERITIES.index(self.urgent_severity)
+        return SEVERITY_RANK[severity] >= SEVERITY_RANK[self.urgent_severity]
 
     @cached_property
     def quiet(self) -> tuple[time, time, ZoneInfo] | None:
@@ -366,10 +366,15 @@ class Policy:
         self.default: Content = self.defaults["content"]
         self.flood_default: Flood = self.defaults["flood"]
         for s in SECTIONS:
-            scopes = [(f"orgs.{k}.{s}", v) for k, v in self._orgs[s].items()]
-            scopes += [(f"groups.{k}.{s}", v) for k, v in self._groups[s].items()]
-            for where, over in scopes:
-                self._build(s, {**self._top[s], **over}, where)
+            self._scopes(s)  # every org's and group's settings are validated at load
+
+    def _scopes(self, section: str) -> list[tuple[str, Any]]:
+        """(key prefix, built settings) of the file's top level and of every org and group."""
+        top = self._top[section]
+        scopes = [(f"orgs.{k}.{section}", v) for k, v in self._orgs[section].items()]
+        scopes += [(f"groups.{k}.{section}", v) for k, v in self._groups[section].items()]
+        return [(section, self.defaults[section])] + [
+            (where, self._build(section, {**top, **over}, where)) for where, over in scopes]
 
     def _build(self, section: str, values: dict[str, Any], where: str) -> Any:
         """Validate one scope's settings, and that its lexicon files exist."""
@@ -412,15 +417,12 @@ class Policy:
 
     def check_channels(self, configured: Collection[str]) -> None:
         """Every channel a route names must be configured; else stop, naming the key."""
-        scopes = [("alerts", self._top["alerts"])]
-        scopes += [(f"orgs.{k}.alerts", v) for k, v in self._orgs["alerts"].items()]
-        scopes += [(f"groups.{k}.alerts", v) for k, v in self._groups["alerts"].items()]
-        for where, values in scopes:
-            settings = cast(Alerts, self._build("alerts", {**self._top["alerts"], **values}, where))
-            for i, route in enumerate(settings.all_routes):
-                for name in route.to:
+        for where, settings in self._scopes("alerts"):
+            named = [(f"{where}.to", settings.to)]
+            named += [(f"{where}.routes[{i}].to", route.to) for i, route in enumerate(settings.routes)]
+            for key, names in named:
+                for name in names:
                     if name not in configured:
-                        key = f"{where}.to" if settings.to and i == 0 else f"{where}.routes[{i - bool(settings.to)}].to"
                         raise ConfigError(f"policy: {key}: unknown channel {name!r} (configured: "
                                           f"{', '.join(sorted(configured)) or 'none; see channels in the config'})")
 

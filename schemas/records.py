@@ -27,6 +27,7 @@ VERDICTS = ("false_positive", "confirmed")
 # Kinds qunguard forwards between its own stages; a producer's record of such a kind is a dead letter.
 INTERNAL_KINDS = frozenset({"membership", "alertable"})
 SEVERITIES = ("low", "medium", "high", "critical")
+SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
 
 # Timestamps outside this range are typos (seconds instead of ms, or garbage), not events.
 TS_MIN = 946_684_800_000  # 2000-01-01

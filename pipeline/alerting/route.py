@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from pipeline.policy import Policy
+from schemas.records import SEVERITY_RANK
 
 LISTED = 20  # findings shown in one alert; every finding is counted and its id kept
 
@@ -29,29 +30,24 @@ def summary(f: dict[str, Any]) -> dict[str, Any]:
 
 
 def make_alert(channel: str, findings: list[dict[str, Any]], org_id: str, group_id: str, rule: str, at: int,
-               tz: str, kind: str, repeats: int = 0, aid: str | None = None) -> dict[str, Any]:
+               tz: str, kind: str, repeats: int = 0, aid: str | None = None,
+               ids: list[str] | None = None) -> dict[str, Any]:
+    """`findings` are those listed; `ids` every finding the alert accounts for (default: those)."""
     findings = sorted(findings, key=lambda f: (f["ts"], f["user_id"], f["finding_id"]))
-    severity = max((f["severity"] for f in findings), key=_rank, default="low")
+    severity = max((f["severity"] for f in findings), key=SEVERITY_RANK.__getitem__, default="low")
+    ids = ids if ids is not None else [f["finding_id"] for f in findings]
     return {
-        "alert_id": aid or alert_id(channel, *(f["finding_id"] for f in findings)),
+        "alert_id": aid or alert_id(channel, *ids),
         "kind": kind, "channel": channel, "org_id": org_id, "group_id": group_id, "rule": rule,
-        "severity": severity, "ts": at, "tz": tz, "count": len(findings), "repeats": repeats,
-        "finding_ids": [f["finding_id"] for f in findings],
-        "findings": [summary(f) for f in findings[:LISTED]],
+        "severity": severity, "ts": at, "tz": tz, "count": len(ids), "repeats": repeats,
+        "finding_ids": ids, "findings": [summary(f) for f in findings[:LISTED]],
     }
-
-
-def _rank(severity: str) -> int:
-    from schemas.records import SEVERITIES
-
-    return SEVERITIES.index(severity)
 
 
 def route(findings: list[dict[str, Any]], policy: Policy) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(alerts to send now, `alertable` facts for the alert stages)."""
-    now: dict[tuple[str, str, str, str], list[dict[str, Any]]] = {}
+    now: dict[tuple[str, str, str, str, str], list[dict[str, Any]]] = {}  # channel, group, rule, msg, tz
     later: list[dict[str, Any]] = []
-    tz: dict[tuple[str, str, str, str], str] = {}
     for f in findings:
         cfg = policy.alerts_for(f["org_id"], f["group_id"])
         channels = cfg.channels(f["rule"], f["severity"])
@@ -59,16 +55,13 @@ def route(findings: list[dict[str, Any]], policy: Policy) -> tuple[list[dict[str
             continue
         if cfg.urgent(f["severity"]):
             for c in channels:
-                key = (c, f["group_id"], f["rule"], f["msg_id"])
-                now.setdefault(key, []).append(f)
-                tz[key] = cfg.tz
+                now.setdefault((c, f["group_id"], f["rule"], f["msg_id"], cfg.tz), []).append(f)
         else:
             later.append({"kind": "alertable", "event_id": f"al-{f['finding_id']}", "org_id": f["org_id"],
                           "ts": f["ts"], "group_id": f["group_id"] or f["org_id"], "channels": list(channels),
                           "finding": orjson.dumps(summary(f)).decode()})
     alerts = []
-    for (c, group_id, rule, _), found in now.items():
-        first = found[0]
-        alerts.append(make_alert(c, found, first["org_id"], group_id, rule, max(f["ts"] for f in found),
-                                 tz[(c, group_id, rule, first["msg_id"])], "finding"))
+    for (c, group_id, rule, _, tz), found in now.items():
+        alerts.append(make_alert(c, found, found[0]["org_id"], group_id, rule, max(f["ts"] for f in found), tz,
+                                 "finding"))
     return alerts, later

@@ -25,6 +25,7 @@ import orjson
 
 from pipeline.alerting.route import LISTED, alert_id, make_alert
 from pipeline.detectors import Context, Outcome
+from pipeline.detectors.content.quiet_hours import in_quiet_hours
 from pipeline.policy import Alerts, Policy
 
 DONE_KEPT = 512  # ids of findings already alerted, against a fact forwarded twice after a crash
@@ -112,9 +113,7 @@ class AlertStage:
         g = state["g"][gkey]
         alert = make_alert(g["c"], g["items"], state["org"], state["gid"], g["r"], at, cfg.tz,
                            "digest" if len(g["ids"]) > 1 else "finding", repeats=g["rep"],
-                           aid=alert_id(g["c"], state["gid"], g["r"], g["n"], str(at)))
-        alert["finding_ids"] = list(g["ids"])
-        alert["count"] = len(g["ids"])
+                           aid=alert_id(g["c"], state["gid"], g["r"], g["n"], str(at)), ids=list(g["ids"]))
         state["done"] = (state["done"] + g["ids"])[-DONE_KEPT:]
         g.update(ids=[], items=[], rep=0, fire=None, sent=at)
         return alert
@@ -131,10 +130,8 @@ def after_quiet(at: int, cfg: Alerts) -> int:
     if cfg.quiet is None:
         return at
     start, end, zone = cfg.quiet
-    local = datetime.fromtimestamp(at / 1000, zone)
-    t = local.time()
-    inside = (start <= t or t < end) if start > end else (start <= t < end)
+    inside, local = in_quiet_hours(at, start, end, zone)
     if not inside:
         return at
-    day = local.date() if t < end else local.date() + timedelta(days=1)
+    day = local.date() if local.time() < end else local.date() + timedelta(days=1)
     return int(datetime.combine(day, end, zone).timestamp() * 1000)

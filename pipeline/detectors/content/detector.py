@@ -21,9 +21,9 @@ from pipeline.detectors.content.split import next_state, split_hits
 from pipeline.policy import Content, Policy
 from pipeline.text.matcher import Matcher
 from pipeline.text.normalize import fold
-from schemas.records import SEVERITIES, make_finding
+from schemas.records import SEVERITY_RANK as _RANK
+from schemas.records import make_finding
 
-_RANK = {s: i for i, s in enumerate(SEVERITIES)}
 TEXT_CACHE = 100_000  # texts whose text-only evidence is remembered
 _Entry = tuple[str, str, str, dict[str, Any]]  # (rule, severity, evidence key, item)
 
