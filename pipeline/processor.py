@@ -44,9 +44,9 @@ class Batch:
     dead: list[dict[str, Any]] = field(default_factory=list)
     alerts: list[dict[str, Any]] = field(default_factory=list)
     forward: list[dict[str, Any]] = field(default_factory=list)  # events for other keys' partitions
-    # Per source partition, the latest event time of a producer's event (not a forwarded fact): the
-    # progress other partitions' forwards are measured against (pipeline/delivery/settled.py).
-    event_time: dict[int, int] = field(default_factory=dict)
+    # Per source (topic, partition), the latest event time of a producer's event (not a forwarded
+    # fact): the progress other partitions' forwards are measured against (delivery/settled.py).
+    event_time: dict[tuple[str, int], int] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return sum(len(r) for r in self.rows.values())
@@ -82,8 +82,9 @@ class Processor:
                 continue
             if event["kind"] not in INTERNAL_KINDS:  # qunguard's own forwarded facts are not input
                 rows["raw_events"].append(raw_row(event, src))
-                if event["ts"] > batch.event_time.get(src.partition, -1):
-                    batch.event_time[src.partition] = event["ts"]
+                tp = (src.topic, src.partition)
+                if event["ts"] > batch.event_time.get(tp, -1):
+                    batch.event_time[tp] = event["ts"]
             if event["kind"] == "message":
                 rows["messages"].append(message_row(event, tokens, src))
             for finding in out.findings:

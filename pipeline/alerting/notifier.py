@@ -293,11 +293,14 @@ async def _run(cfg: Config) -> int:
             for tp, offset in settled:
                 notifier.offsets.settle(tp, offset)
             if settled:
-                commit = {TopicPartition(*tp): OffsetAndMetadata(o, "")
-                          for tp, o in notifier.offsets.committable().items()}
                 try:
                     async with kafka:
-                        await asyncio.to_thread(consumer.commit, commit)
+                        # only what this notifier still owns: a revoked partition's new owner re-reads it
+                        owned = consumer.assignment()
+                        commit = {TopicPartition(*tp): OffsetAndMetadata(o, "")
+                                  for tp, o in notifier.offsets.committable().items() if TopicPartition(*tp) in owned}
+                        if commit:
+                            await asyncio.to_thread(consumer.commit, commit)
                 except Exception as exc:  # noqa: BLE001 -- a rebalance: the new owner re-reads, CH dedupes
                     log.warning("commit failed (%s); those alerts are read again", type(exc).__name__)
             if stop.is_set() and notifier.stopping:

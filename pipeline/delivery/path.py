@@ -124,7 +124,7 @@ class DeliveryPath:
             if admitted:
                 try:
                     batch = await asyncio.to_thread(self.detect, admitted)
-                    await self._after_detect(batch, _ends(admitted), len(admitted), admitted[0].topic)
+                    await self._after_detect(batch, _ends(admitted), len(admitted))
                 except BaseException as exc:
                     # The gate has moved past these records: nothing after them may be committed
                     # by this process any more. A restart reads them again from the last commit.
@@ -161,11 +161,10 @@ class DeliveryPath:
             log.critical("delivery stopped: %s: %s", type(exc).__name__, exc)
             self.on_fatal(exc)
 
-    async def _after_detect(self, batch: Batch, offsets: dict[TP, int], records: int, topic: str = "",
-                            force: bool = False) -> None:
+    async def _after_detect(self, batch: Batch, offsets: dict[TP, int], records: int, force: bool = False) -> None:
         state = self.ports.snapshot_state()  # before anything else can change it
-        for partition, t in batch.event_time.items():
-            self._times[(topic, partition)] = max(t, self._times.get((topic, partition), t))
+        for tp, t in batch.event_time.items():
+            self._times[tp] = max(t, self._times.get(tp, t))
         batch = await asyncio.to_thread(self.sink.admit, batch)  # collect
         await self.ports.publish(batch)
         for store, keys in state.items():
