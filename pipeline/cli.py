@@ -106,17 +106,57 @@ def cmd_replay(cfg: Config, args: argparse.Namespace) -> int:
     until = _parse_until(args.until) if args.until else None
     with open(args.events, "rb") as fh:
         result = replay(fh, until=until, max_text_chars=cfg.ingest.max_text_chars, policy=policy)
+    findings = result.findings if args.all else result.final()
     if args.out:
         with open(args.out, "w", encoding="utf-8") as out:
-            write_findings(result.findings, out)
+            write_findings(findings, out)
     else:
-        write_findings(result.findings, sys.stdout)
+        write_findings(findings, sys.stdout)
     if args.alerts:
         with open(args.alerts, "w", encoding="utf-8") as out:
             write_findings(result.alerts, out)
     if result.dead:
         print(f"qunguard replay: {len(result.dead)} invalid lines skipped (first: line "
               f"{result.dead[0]['src_offset']}: {result.dead[0]['error']})", file=sys.stderr)
+    return 0
+
+
+def cmd_policy(cfg: Config, args: argparse.Namespace) -> int:
+    from pipeline.policy import load_policy
+
+    file = args.policy or cfg.policy.file
+    policy = load_policy(file)
+    if args.action == "show":
+        import yaml
+
+        org, group = args.org or "", args.group or ""
+        doc = {"org": org or None, "group": group or None, "policy_file": file or None,
+               "policy_version": policy.version(org, group), **policy.effective(org, group)}
+        sys.stdout.write(yaml.safe_dump(doc, allow_unicode=True, sort_keys=False))
+        return 0
+    from pipeline.review.suggest import accept, suggest
+    from pipeline.sink import queries
+    from pipeline.sink.backends import connect
+    from pipeline.text.tokenize import get_tokenizer
+
+    backend = connect(cfg.clickhouse.url)
+    try:
+        reviewed = backend.query(queries.reviewed_content(backend.database, args.org))
+    finally:
+        backend.close()
+    found = suggest(reviewed, get_tokenizer(), min_count=args.min)
+    if not found:
+        print(f"qunguard policy suggest: nothing to suggest ({len(reviewed)} reviewed content findings; a context "
+              f"needs {args.min} false positives and no confirmation)")
+        return 0
+    for s in found:
+        what = f"allow {s.context!r}" if s.allow else f"(the term itself; lexicon.remove is yours to decide) {s.term!r}"
+        print(f"{s.org_id}\t{s.rule}\t{what}\t{s.false_positives} false positives, 0 confirmed\te.g. {s.example[:60]}")
+    if args.accept:
+        if not file:
+            raise ConfigError("policy suggest --accept: no policy file (give --policy or policy.file)")
+        n = accept(file, found)
+        print(f"qunguard policy suggest: added {n} allow entries to {file}; workers read it at their next start")
     return 0
 
 
@@ -242,7 +282,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--until", help="advance the clock to this ISO 8601 moment after the last event")
     s.add_argument("--out")
     s.add_argument("--alerts", help="also write the alerts the stream would send (JSON Lines) to this file")
+    s.add_argument("--all", action="store_true", help="also the findings a reviewer withdrew (false_positive)")
     s.set_defaults(fn=cmd_replay)
+
+    s = sub.add_parser("policy", help="the effective policy of a group, or allow-list entries learnt from verdicts")
+    s.add_argument("action", choices=["show", "suggest"])
+    s.add_argument("--policy", help="policy file (default: policy.file of the configuration)")
+    s.add_argument("--org", help="show: the group's org; suggest: only this org")
+    s.add_argument("--group", help="show: the group")
+    s.add_argument("--min", type=int, default=2, help="suggest: false positives a context needs")
+    s.add_argument("--accept", action="store_true", help="suggest: write the suggestions into the policy file")
+    s.set_defaults(fn=cmd_policy)
 
     s = sub.add_parser("check", help="run the content rules on one text; exit 1 when anything is found")
     s.add_argument("text")

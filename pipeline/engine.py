@@ -35,12 +35,13 @@ from pipeline.detectors.flood import FloodDetector
 from pipeline.detectors.governance.group import GroupDetector
 from pipeline.detectors.governance.member import MemberDetector
 from pipeline.policy import Policy
+from pipeline.review.ladder import FeedbackRouter, LadderStage, strike_fact
 
 log = logging.getLogger("qunguard.engine")
 
 # The rule families, each built from the policy.
 DETECTORS: list[type] = [ContentDetector, FloodDetector, DeadlineDetector, GroupDetector, MemberDetector,
-                         AlertStage]
+                         FeedbackRouter, LadderStage, AlertStage]
 TICKS_PER_KEY = 4  # re-ticks of one key within one tick(now) call (a state that is due again at once)
 
 Position = tuple[int, int, int]  # partition, offset, index in a batch envelope
@@ -103,13 +104,21 @@ class Engine:
     def tick(self, now: int, partitions: Collection[int] | None = None, settled: int | None = None) -> Outcome:
         """What is due at `now`; with `partitions`, only keys whose events come from those; with
         `settled`, detectors that `settles` go no further than it. With `loopback` (replay), what
-        a tick forwards is processed and ticked too."""
-        result = self._tick(now, partitions, settled)
+        a tick forwards is processed and ticked too: stage by stage in the order of DETECTORS, so
+        that a stage fed by another's timers (the ladder by deadlines, the alerts by both) has all
+        its inputs up to `now` before it ticks, as the stream's settled moment gives it."""
+        if not self.loopback:
+            return self._tick(now, partitions, settled)
+        result = Outcome()
         for _ in range(TICKS_PER_KEY):
-            if not (self.loopback and result.forward):
+            forwarded = False
+            for i in range(len(self.detectors)):
+                out = self._tick(now, partitions, settled, only=i)
+                forwarded = forwarded or bool(out.forward)
+                _merge(result, out)
+                self._loop_back(result)
+            if not forwarded:
                 break
-            self._loop_back(result)
-            _merge(result, self._tick(now, partitions, settled))
         return result
 
     def _loop_back(self, result: Outcome) -> None:
@@ -120,17 +129,28 @@ class Engine:
                 _merge(result, self.process(ev, []))
 
     def _route(self, result: Outcome) -> None:
-        """The findings' alerts: urgent ones now, the rest forwarded to their group's alert stage."""
+        """Every finding as the policy has it (severity, policy_version), a strike for its member's
+        ladder; its alerts: urgent ones now, the rest forwarded to their group's alert stage."""
         if result.findings:
-            alerts, later = route(result.findings, self.policy)
+            policy = self.policy
+            for f in result.findings:
+                org, group = f["org_id"], f["group_id"]
+                f["severity"] = policy.severity_for(org, group).of(f["rule"], f["severity"])
+                f["policy_version"] = policy.version(org, group)
+                if group:  # its status lives in the ladder, also for findings that are no strike
+                    result.forward.append(strike_fact(f))
+            alerts, later = route(result.findings, policy)
             result.alerts.extend(alerts)
             result.forward.extend(later)
 
-    def _tick(self, now: int, partitions: Collection[int] | None, settled: int | None) -> Outcome:
+    def _tick(self, now: int, partitions: Collection[int] | None, settled: int | None,
+              only: int | None = None) -> Outcome:
+        """One pass over what is due, detector by detector in the order of DETECTORS (or only the
+        detector at index `only`)."""
         result = Outcome()
         ticked: dict[tuple[int, str], int] = {}
-        for (partition, i), heap in list(self._heaps.items()):
-            if partitions is not None and partition not in partitions:
+        for (partition, i), heap in sorted(self._heaps.items(), key=lambda item: item[0][1]):
+            if (partitions is not None and partition not in partitions) or (only is not None and i != only):
                 continue
             det = self.detectors[i]
             until = min(now, settled) if settled is not None and getattr(det, "settles", False) else now

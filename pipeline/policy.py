@@ -27,16 +27,18 @@ stop with one message naming the key: `policy: content.lexicon.add.gamblin: unkn
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Collection
 from datetime import time
 from fnmatch import fnmatchcase
 from functools import cached_property
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.config import ConfigError, read_yaml_mapping
 from schemas.records import SEVERITIES, SEVERITY_RANK
@@ -51,8 +53,9 @@ FLOOD_RULES = ("flood.repeat", "flood.rate")
 DEADLINE_RULES = ("deadline.overdue", "deadline.escalated")
 MEMBERSHIP_RULES = ("member.nickname", "member.departed", "member.unauthorized_invite", "member.external",
                     "group.unregistered", "group.name_format", "group.expired", "group.idle")
+SANCTION_RULES = ("sanction.warn", "sanction.mute", "sanction.remove")
 RULES = CONTENT_RULES + ("conduct.quiet_hours",)
-ALL_RULES = RULES + FLOOD_RULES + DEADLINE_RULES + MEMBERSHIP_RULES
+ALL_RULES = RULES + FLOOD_RULES + DEADLINE_RULES + MEMBERSHIP_RULES + SANCTION_RULES
 
 
 def _known_rules(v: tuple[str, ...], known: tuple[str, ...]) -> tuple[str, ...]:
@@ -330,8 +333,79 @@ class Alerts(_Model):
         return None if q is None else (time.fromisoformat(q.start), time.fromisoformat(q.end), ZoneInfo(q.tz))
 
 
+class Step(_Model):
+    strikes: int = Field(ge=1)  # this many strikes within the window …
+    action: Literal["warn", "mute", "remove"]  # … and this is what the owner is asked to do
+    mute_hours: float = Field(24, gt=0)  # for mute
+
+
+def _steps(v: tuple[Step, ...]) -> tuple[Step, ...]:
+    counts = [s.strikes for s in v]
+    if counts != sorted(set(counts)):
+        raise ValueError("steps must ask for more strikes each, e.g. 1 warn, 3 mute, 5 remove")
+    return v
+
+
+class Sanctions(_Model):
+    """The ladder (SPEC §4, pipeline/review/ladder.py): 警告 → 禁言 → 移出群聊. Every finding not
+    withdrawn is a strike against its member in that group, within a rolling window."""
+
+    window_days: float = Field(30, gt=0)
+    steps: tuple[Step, ...] = (Step(strikes=1, action="warn"), Step(strikes=3, action="mute", mute_hours=24),
+                               Step(strikes=5, action="remove"))
+    # Globs: the rules whose findings are strikes against their member. Not by default: a departed
+    # or external person's presence and a group's governance are the owner's to fix, not conduct.
+    rules: tuple[str, ...] = ("content.*", "conduct.*", "flood.*", "deadline.*", "member.nickname",
+                              "member.unauthorized_invite")
+    # Findings of these rules, or below this severity, are strikes only once a reviewer confirms them.
+    confirmed_only: tuple[str, ...] = ("deadline.*",)
+    confirmed_below: str = "medium"
+    verdict_wait_seconds: int = Field(3600, ge=0)  # a verdict for a finding not seen yet waits this long
+    keep_days: float = Field(90, gt=0)  # a finding can be reviewed this long after it was made
+
+    _rules = field_validator("rules", "confirmed_only")(classmethod(lambda cls, v: _globs(v)))
+    _sev = field_validator("confirmed_below")(classmethod(lambda cls, v: _severity(v)))
+    _steps = field_validator("steps")(classmethod(lambda cls, v: _steps(v)))
+
+    def counts(self, rule: str) -> bool:
+        return any(fnmatchcase(rule, g) for g in self.rules)
+
+    def needs_confirmation(self, rule: str, severity: str) -> bool:
+        return (SEVERITY_RANK[severity] < SEVERITY_RANK[self.confirmed_below]
+                or any(fnmatchcase(rule, g) for g in self.confirmed_only))
+
+
+class Severity(_Model):
+    """Per rule (or glob: `deadline.*`), the severity findings get instead of the rule's own. The
+    entries are read in order, the group's after the org's after the file's top level; the last one
+    that matches a rule wins, so a group's `content.*: low` beats a `content.gambling` above it."""
+
+    rules: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mapping(cls, v: Any) -> Any:
+        return {"rules": v} if isinstance(v, dict) and "rules" not in v else v
+
+    @field_validator("rules")
+    @classmethod
+    def _known(cls, v: dict[str, str]) -> dict[str, str]:
+        _globs(tuple(v))
+        for sev in v.values():
+            _severity(sev)
+        return v
+
+    def of(self, rule: str, default: str) -> str:
+        found = default
+        for pattern, severity in self.rules.items():
+            if fnmatchcase(rule, pattern):
+                found = severity
+        return found
+
+
 SECTIONS: dict[str, type[_Model]] = {"content": Content, "flood": Flood, "deadline": Deadline,
-                                     "membership": Membership, "alerts": Alerts}
+                                     "membership": Membership, "alerts": Alerts, "sanctions": Sanctions,
+                                     "severity": Severity}
 
 
 class Scope(_Model):
@@ -340,11 +414,23 @@ class Scope(_Model):
     deadline: dict[str, Any] = Field(default_factory=dict)
     membership: dict[str, Any] = Field(default_factory=dict)
     alerts: dict[str, Any] = Field(default_factory=dict)
+    sanctions: dict[str, Any] = Field(default_factory=dict)
+    severity: dict[str, Any] = Field(default_factory=dict)
 
 
 class PolicyFile(Scope):
     orgs: dict[str, Scope] = Field(default_factory=dict)
     groups: dict[str, Scope] = Field(default_factory=dict)
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """A narrower scope over a wider one, key by key: mappings merge, anything else (a value, a list,
+    null) replaces. So a group's `quiet_hours: {start: "21:00"}` keeps the org's `end`."""
+    out = dict(base)
+    for k, v in over.items():
+        b = out.pop(k, None)  # re-inserted: the narrower scope's keys come last (Severity reads in order)
+        out[k] = merge(b, v) if isinstance(v, dict) and isinstance(b, dict) else v
+    return out
 
 
 class Policy:
@@ -374,7 +460,7 @@ class Policy:
         scopes = [(f"orgs.{k}.{section}", v) for k, v in self._orgs[section].items()]
         scopes += [(f"groups.{k}.{section}", v) for k, v in self._groups[section].items()]
         return [(section, self.defaults[section])] + [
-            (where, self._build(section, {**top, **over}, where)) for where, over in scopes]
+            (where, self._build(section, merge(top, over), where)) for where, over in scopes]
 
     def _build(self, section: str, values: dict[str, Any], where: str) -> Any:
         """Validate one scope's settings, and that its lexicon files exist."""
@@ -394,7 +480,7 @@ class Policy:
         found = self._cache.get(key)
         if found is None:
             top = self._top[section]
-            merged = {**top, **self._orgs[section].get(org_id, {}), **self._groups[section].get(group_id, {})}
+            merged = merge(merge(top, self._orgs[section].get(org_id, {})), self._groups[section].get(group_id, {}))
             found = (self.defaults[section] if merged == top
                      else self._build(section, merged, f"groups.{group_id}.{section}"))
             self._cache[key] = found
@@ -414,6 +500,31 @@ class Policy:
 
     def alerts_for(self, org_id: str, group_id: str) -> Alerts:
         return cast(Alerts, self.section_for("alerts", org_id, group_id))
+
+    def sanctions_for(self, org_id: str, group_id: str) -> Sanctions:
+        return cast(Sanctions, self.section_for("sanctions", org_id, group_id))
+
+    def severity_for(self, org_id: str, group_id: str) -> Severity:
+        return cast(Severity, self.section_for("severity", org_id, group_id))
+
+    def effective(self, org_id: str, group_id: str) -> dict[str, Any]:
+        """Every setting that applies to a group, defaults included, as plain data."""
+        out = {s: self.section_for(s, org_id, group_id).model_dump(mode="json") for s in SECTIONS}
+        out["severity"] = out["severity"]["rules"]
+        return out
+
+    def version(self, org_id: str, group_id: str) -> str:
+        """A short hash of the effective policy and of the lexicon files it names: findings carry it,
+        so a reviewer can tell which rules were in force."""
+        key = ("version", org_id, group_id)
+        found = self._cache.get(key)
+        if found is None:
+            h = hashlib.blake2b(orjson.dumps(self.effective(org_id, group_id), option=orjson.OPT_SORT_KEYS),
+                                digest_size=4)
+            for f in self.content_for(org_id, group_id).lexicon.files:
+                h.update(resolve(self.base_dir, f).read_bytes())
+            found = self._cache[key] = h.hexdigest()
+        return cast(str, found)
 
     def check_channels(self, configured: Collection[str]) -> None:
         """Every channel a route names must be configured; else stop, naming the key."""

@@ -9,8 +9,9 @@ a dead letter too ("detector error"), and the records after it go on.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from pipeline.config import Config
@@ -25,6 +26,7 @@ from schemas.rows import (
     alert_row,
     deadletter_record,
     deadletter_row,
+    detector_deadletter,
     detector_row,
     dumps,
     finding_row,
@@ -90,8 +92,7 @@ class Processor:
             for finding in out.findings:
                 rows["findings"].append(finding_row(finding, src))
             batch.findings.extend(out.findings)
-            for table, record in out.rows:
-                rows[table].append(detector_row(table, record, src))
+            _detector_rows(batch, out.rows, partial(_same, src))
             batch.forward.extend(out.forward)
             batch.alerts.extend(out.alerts)
             for alert in out.alerts:
@@ -112,10 +113,24 @@ class Processor:
         for i, finding in enumerate(out.findings):
             batch.rows["findings"].append(finding_row(finding, Source(self.timer_topic, 0, now, i)))
         batch.findings = out.findings
-        for i, (table, record) in enumerate(out.rows):
-            batch.rows[table].append(detector_row(table, record, Source(self.timer_topic, 0, now, i)))
+        _detector_rows(batch, out.rows, lambda i: Source(self.timer_topic, 0, now, i))
         batch.forward = out.forward
         batch.alerts = out.alerts
         for i, alert in enumerate(out.alerts):
             batch.rows["alerts"].append(alert_row(alert, Source(self.timer_topic, 0, now, i)))
         return batch
+
+
+def _same(src: Source, _: int) -> Source:
+    return src
+
+
+def _detector_rows(batch: Batch, rows: list[tuple[str, dict[str, Any]]], source: Callable[[int], Source]) -> None:
+    """Rows the detectors handed over; their dead letters go to the topic too."""
+    for i, (table, record) in enumerate(rows):
+        if table == "deadletter":
+            dl = detector_deadletter(record, source(i))
+            batch.rows["deadletter"].append(deadletter_row(dl))
+            batch.dead.append(dl)
+        else:
+            batch.rows[table].append(detector_row(table, record, source(i)))

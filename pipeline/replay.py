@@ -1,7 +1,8 @@
 """`qunguard replay`: every detector over a JSON Lines file in event-time order (SPEC §5).
 
 The same Engine the worker runs, with dict state. Lines that fail to parse or validate are counted
-and reported on stderr (they would be dead letters in the stream); they never stop the run.
+and reported on stderr (they would be dead letters in the stream); they never stop the run. The
+result holds every finding and the review history; `final()` leaves out the withdrawn ones.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from pipeline.detectors import Outcome
 from pipeline.engine import Engine
 from pipeline.ingest import Decoded, decode_record
 from pipeline.policy import Policy
@@ -23,6 +25,16 @@ class ReplayResult:
     events: int
     dead: list[dict[str, Any]]
     alerts: list[dict[str, Any]] = field(default_factory=list)  # what the stream sends, by (ts, alert_id)
+    # Per finding id, its review history (the `finding_status` rows, in order): the last is current.
+    statuses: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def status(self, finding_id: str) -> str:
+        history = self.statuses.get(finding_id)
+        return history[-1]["status"] if history else "open"
+
+    def final(self) -> list[dict[str, Any]]:
+        """The findings not withdrawn: what `qunguard replay` prints (SPEC §3)."""
+        return [f for f in self.findings if self.status(f["finding_id"]) != "false_positive"]
 
 
 def replay(lines: Iterable[bytes], until: int | None = None, max_text_chars: int = 100_000,
@@ -38,23 +50,30 @@ def replay(lines: Iterable[bytes], until: int | None = None, max_text_chars: int
     events = sorted((e for e, _ in decoded.events), key=lambda e: e["ts"])
     findings: list[dict[str, Any]] = []
     alerts: list[dict[str, Any]] = []
+    statuses: dict[str, list[dict[str, Any]]] = {}
     dead = decoded.dead
+
+    def collect(out: Outcome) -> None:
+        findings.extend(out.findings)
+        alerts.extend(out.alerts)
+        for table, record in out.rows:
+            if table == "finding_status":
+                statuses.setdefault(record["finding_id"], []).append(record)
+            elif table == "deadletter":
+                dead.append({"src_offset": record["event"]["event_id"], "error": record["error"]})
+
     for event in events:
         try:
             tokens = tokenizer.tokens(event["text"]) if event["kind"] == "message" else []
-            out = engine.process(event, tokens)
-            findings.extend(out.findings)
-            alerts.extend(out.alerts)
+            collect(engine.process(event, tokens))
         except Exception as exc:  # the worker dead-letters such an event; so does replay
             dead.append({"src_offset": event.get("event_id"), "error": f"detector error: {type(exc).__name__}: {exc}"})
     last = events[-1]["ts"] if events else 0
-    out = engine.tick(max(until, last) if until is not None else last)
-    findings.extend(out.findings)
-    alerts.extend(out.alerts)
+    collect(engine.tick(max(until, last) if until is not None else last))
     unique = {f["finding_id"]: f for f in findings}
     ordered = sorted(unique.values(), key=lambda f: (f["ts"], f["rule"], f["finding_id"]))
     sent = sorted({a["alert_id"]: a for a in alerts}.values(), key=lambda a: (a["ts"], a["alert_id"]))
-    return ReplayResult(ordered, len(events), dead, sent)
+    return ReplayResult(ordered, len(events), dead, sent, statuses)
 
 
 def write_findings(findings: Iterable[dict[str, Any]], out: IO[str]) -> None:

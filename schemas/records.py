@@ -8,6 +8,7 @@ message that names the field. ClickHouse row builders in `schemas.rows` read the
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -23,9 +24,10 @@ MEMBER_ACTIONS = ("join", "leave", "kick", "nickname", "role")
 GROUP_ACTIONS = ("create", "update", "dissolve")
 ROSTER_STATUS = ("active", "left")
 MEMBERSHIP_ACTIONS = ("join", "leave", "nickname", "seen")
-VERDICTS = ("false_positive", "confirmed")
+VERDICTS = ("false_positive", "confirmed", "appeal")
+STATUSES = ("open", "confirmed", "false_positive", "appealed")  # a finding's review status (SPEC §9)
 # Kinds qunguard forwards between its own stages; a producer's record of such a kind is a dead letter.
-INTERNAL_KINDS = frozenset({"membership", "alertable"})
+INTERNAL_KINDS = frozenset({"membership", "alertable", "strike", "verdict"})
 SEVERITIES = ("low", "medium", "high", "critical")
 SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
 
@@ -117,6 +119,20 @@ KINDS: dict[str, tuple[Field, ...]] = {
         Field("actor_id", "str", default=None),
         Field("note", "str", default=""),
     ),
+    # qunguard's own: a verdict forwarded to the ladder of the finding's member (pipeline/review/).
+    "verdict": (
+        Field("finding_id", "str", required=True, nonempty=True),
+        Field("verdict", "str", required=True, choices=VERDICTS),
+        Field("actor_id", "str", default=None),
+        Field("note", "str", default=""),
+        Field("feedback_id", "str", required=True),  # the feedback event's event_id
+    ),
+    # qunguard's own: a finding forwarded to its member's ladder (pipeline/review/).
+    "strike": (
+        Field("group_id", "str", required=True, nonempty=True),
+        Field("user_id", "str", required=True, nonempty=True),
+        Field("finding", "str", required=True),  # the finding's summary as JSON
+    ),
 }
 
 _KNOWN = {kind: {f.name for f in COMMON + fields} for kind, fields in KINDS.items()}
@@ -185,6 +201,9 @@ def validate_event(obj: Any, max_text_chars: int = 100_000) -> dict[str, Any]:
             out[name] = value
         else:
             out[name] = _check(field, value, f"{kind}.{name}")
+    if kind == "feedback" and not FINDING_ID_RE.fullmatch(out["finding_id"]):
+        raise SchemaError(f"feedback.finding_id: {out['finding_id'][:40]!r} is not a finding id "
+                          f"({FINDING_ID_CHARS} hexadecimal digits, as in qg.findings)")
     if kind == "message" and len(out["text"]) > max_text_chars:
         raise SchemaError(f"message.text: {len(out['text'])} characters, over the limit of {max_text_chars}")
     known = _KNOWN[kind]
@@ -200,21 +219,40 @@ def validate_event(obj: Any, max_text_chars: int = 100_000) -> dict[str, Any]:
 
 def event_key(event: dict[str, Any]) -> str:
     """Kafka key: the group for group-scoped kinds, the user for roster and membership facts (they
-    meet on the user's partition), the org otherwise."""
-    if event["kind"] == "membership":
+    meet on the user's partition), the member's ladder for strikes and verdicts, the org otherwise."""
+    kind = event["kind"]
+    if kind == "membership":
         return cast(str, event["user_id"])
+    if kind == "verdict":
+        return ladder_key(event["org_id"], event["finding_id"])
+    if kind == "strike":
+        return ladder_key(event["org_id"], finding_id("", event["group_id"], "", event["user_id"]))
     return cast(str, event.get("group_id") or event.get("user_id") or event["org_id"])
 
 
 # --- findings (SPEC §3) ---------------------------------------------------------------------
 
-FINDING_FIELDS = ("finding_id", "rule", "severity", "org_id", "group_id", "msg_id", "user_id", "ts", "evidence")
+FINDING_FIELDS = ("finding_id", "rule", "severity", "org_id", "group_id", "msg_id", "user_id", "ts", "evidence",
+                  "policy_version")
+FINDING_ID_CHARS = 24
+FINDING_ID_RE = re.compile(f"[0-9a-f]{{{FINDING_ID_CHARS}}}")
+MEMBER_PART = 12  # the finding id's first hex digits: its (group, member), where its ladder lives
 
 
 def finding_id(rule: str, group_id: str, msg_id: str, user_id: str) -> str:
-    """Deterministic, so a replay of the same input never creates a second finding."""
+    """Deterministic, so a replay of the same input never creates a second finding. The first half
+    hashes (group, member) only: a verdict that names nothing but the finding id still finds the
+    member's ladder (pipeline/review/ladder.py) with no lookup."""
+    member = "\x1f".join((group_id or "", user_id or "")).encode()
     raw = "\x1f".join((rule, group_id or "", msg_id or "", user_id or "")).encode()
-    return hashlib.blake2b(raw, digest_size=12).hexdigest()
+    half = MEMBER_PART // 2
+    return (hashlib.blake2b(member, digest_size=half).hexdigest()
+            + hashlib.blake2b(raw, digest_size=FINDING_ID_CHARS // 2 - half).hexdigest())
+
+
+def ladder_key(org_id: str, fid: str) -> str:
+    """The state key (and Kafka key) of the ladder a finding's strike belongs to."""
+    return f"{org_id}/{fid[:MEMBER_PART]}"
 
 
 def make_finding(
@@ -226,5 +264,5 @@ def make_finding(
     return {
         "finding_id": finding_id(rule, group_id, msg_id, user_id),
         "rule": rule, "severity": severity, "org_id": org_id, "group_id": group_id,
-        "msg_id": msg_id, "user_id": user_id, "ts": ts, "evidence": evidence,
+        "msg_id": msg_id, "user_id": user_id, "ts": ts, "evidence": evidence, "policy_version": "",
     }

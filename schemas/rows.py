@@ -33,8 +33,11 @@ _MESSAGE_FIELDS = tuple(f.name for f in KINDS["message"])
 MESSAGE_COLUMNS = ("event_id", "org_id") + _MESSAGE_FIELDS + ("tokens", "extra", "ts") + SRC_COLUMNS
 
 FINDING_COLUMNS = (
-    "finding_id", "rule", "severity", "org_id", "group_id", "msg_id", "user_id", "ts", "evidence",
+    "finding_id", "rule", "severity", "org_id", "group_id", "msg_id", "user_id", "ts", "evidence", "policy_version",
 ) + SRC_COLUMNS
+
+STATUS_COLUMNS = ("status_key", "finding_id", "org_id", "group_id", "user_id", "rule", "seq", "ts", "status",
+                  "verdict", "actor_id", "note", "feedback_id") + SRC_COLUMNS
 
 DEADLETTER_COLUMNS = ("dl_id", "error", "raw", "raw_encoding") + SRC_COLUMNS
 
@@ -64,6 +67,7 @@ TABLES = {
     "responses": RESPONSE_COLUMNS,
     "memberships": MEMBERSHIP_COLUMNS,
     "alerts": ALERT_COLUMNS,
+    "finding_status": STATUS_COLUMNS,
 }
 _FLAGS = frozenset({"late", "present", "nickname_bad", "departed", "external"})
 
@@ -93,7 +97,7 @@ def message_row(event: dict[str, Any], tokens: list[str], src: Source) -> Row:
 
 def finding_row(finding: dict[str, Any], src: Source) -> Row:
     return tuple(
-        dumps(finding["evidence"]) if c == "evidence" else (finding[c] or "")
+        dumps(finding["evidence"]) if c == "evidence" else (finding.get(c) or "")
         for c in FINDING_COLUMNS[:-4]
     ) + _src(src)
 
@@ -139,14 +143,24 @@ def deadletter_message(record: dict[str, Any], limit: int = DEADLETTER_TOPIC_RAW
     return {**record, "raw": record["raw"][:limit], "truncated": True}
 
 
+def detector_deadletter(record: dict[str, Any], src: Source) -> dict[str, Any]:
+    """A dead letter a detector decided (a verdict whose finding never came): named by the input it
+    stands for, so a re-run timer does not store it twice."""
+    dl = deadletter_record(dumps(record["event"]).encode(), record["error"], src)
+    return {**dl, "dl_id": record["dl_id"]}
+
+
 def deadletter_row(record: dict[str, Any]) -> Row:
     return tuple(record[c] for c in DEADLETTER_COLUMNS)
 
 
 def detector_row(table: str, record: dict[str, Any], src: Source) -> Row:
-    """A row a detector hands over beside its findings (`notices`, `responses`, `memberships`)."""
+    """A row a detector hands over beside its findings (`notices`, `responses`, `memberships`,
+    `finding_status`)."""
     if table == "notices":
         key = f"{record['group_id']}/{record['notice_id']}"
+    elif table == "finding_status":
+        key = f"{record['finding_id']}/{record['seq']}"  # the finding's n-th verdict
     elif table == "memberships":
         # A version of one person's standing in one group; seq orders the versions.
         key = f"{record['org_id']}/{record['group_id']}/{record['user_id']}/{record['seq']}"

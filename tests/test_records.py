@@ -38,7 +38,9 @@ def test_every_kind_validates():
     validate_event({**base, "kind": "member", "group_id": "g", "user_id": "u", "action": "join"})
     validate_event({**base, "kind": "group", "group_id": "g", "action": "create", "registered": True})
     validate_event({**base, "kind": "roster", "user_id": "u", "name": "张三", "status": "left"})
-    validate_event({**base, "kind": "feedback", "finding_id": "f", "verdict": "false_positive"})
+    validate_event({**base, "kind": "feedback", "finding_id": "ab" * 12, "verdict": "false_positive"})
+    with pytest.raises(SchemaError, match="feedback.finding_id: 'f1' is not a finding id"):
+        validate_event({**base, "kind": "feedback", "finding_id": "f1", "verdict": "confirmed"})
     with pytest.raises(SchemaError, match="group.registered: expected true or false"):
         validate_event({**base, "kind": "group", "group_id": "g", "action": "create", "registered": "yes"})
 
@@ -49,4 +51,7 @@ def test_finding_id_is_deterministic_and_distinguishes_its_parts():
     assert a != finding_id("flood.repeat", "g1", "m1", "u2")
     assert a != finding_id("flood.rate", "g1", "m1", "u1")
     f = make_finding("content.ad", "medium", "o", "g1", "m1", "u1", 5, {"term": "代开发票"})
-    assert set(f) == {"finding_id", "rule", "severity", "org_id", "group_id", "msg_id", "user_id", "ts", "evidence"}
+    assert set(f) == {"finding_id", "rule", "severity", "org_id", "group_id", "msg_id", "user_id", "ts", "evidence",
+                      "policy_version"}
+    # The first half names (group, member): a verdict finds its member's ladder from the id alone.
+    assert a[:12] == finding_id("content.ad", "g1", "m9", "u1")[:12] != finding_id("content.ad", "g2", "m1", "u1")[:12]

@@ -22,7 +22,7 @@ def test_simulation_is_seeded_and_realistic():
         except ValueError:  # the malformed ones: broken JSON or a schema error
             pass
     kinds = {e["kind"] for e in valid}
-    assert kinds == {"roster", "group", "member", "message"}
+    assert kinds == {"roster", "group", "member", "message", "feedback"}
     texts = [e["text"] for e in valid if e["kind"] == "message"]
     assert any("收到请回复" in t for t in texts) and any(t in ("收到", "好的", "已阅") for t in texts)
     assert sum(1 for e in valid if e["kind"] == "message" and e["reply_to"]) > 0

@@ -27,6 +27,11 @@ def _evidence(f: dict[str, Any]) -> str:
     """What made it a finding, in a few words: the terms, the masked personal data, the domain,
     the repeated text or the count; the evidence is masked as in findings."""
     ev = f.get("evidence") or {}
+    if f["rule"].startswith("sanction."):
+        action = {"warn": "警告", "mute": f"禁言{ev.get('mute_hours', 24):g}小时", "remove": "移出群聊"}
+        rules = "、".join(dict.fromkeys(label(s["rule"]) for s in ev.get("strikes", ())))
+        return (f"{ev.get('window_days', 30):g}天内违规{ev.get('count')}次（{rules}），"
+                f"建议{action.get(ev.get('action', ''), '')}，请群主处理")[:80]
     if ev.get("matches"):
         return "命中：" + "、".join(dict.fromkeys(str(m.get("text") or m.get("term")) for m in ev["matches"]))[:60]
     if ev.get("personal"):

@@ -48,6 +48,7 @@ class Group:
     platform: str
     members: list[Member]
     owner: Member
+    troublemaker: Member | None = None  # posts a good share of the group's violations
     nicknames: dict[str, str] = field(default_factory=dict)  # user_id → group nickname
 
     def nickname(self, m: Member) -> str:
@@ -66,6 +67,7 @@ class Simulator:
         self.seq = 0
         self.groups: list[Group] = []
         self.roster: dict[str, list[Member]] = {}
+        self.reviews: list[tuple[int, dict[str, Any]]] = []  # (events from now, the feedback) waiting
 
     # --- helpers ------------------------------------------------------------------------------
 
@@ -114,6 +116,7 @@ class Simulator:
                 dept = owner.department
                 g = Group(org, f"{org}-g{gi:05d}", f"{dept}{self.rng.choice(v['group_kinds'])}",
                           self.rng.choice(v["platforms"]), members, owner)
+                g.troublemaker = members[1] if len(members) > 1 else None
                 self.groups.append(g)
                 # A tenth are temporary project groups whose work ended on the first day.
                 temporary = self.rng.random() < 0.1
@@ -131,6 +134,10 @@ class Simulator:
         """Endless chatter; the caller decides how much to take."""
         v, rng = self.vocab, self.rng
         while True:
+            if self.reviews and self.reviews[0][0] <= self.seq:
+                _, feedback = self.reviews.pop(0)
+                yield {**feedback, "event_id": self._id("e"), "ts": self._tick()}
+                continue
             g = rng.choice(self.groups)
             roll = rng.random()
             if roll < 0.72:
@@ -155,7 +162,10 @@ class Simulator:
                     for _ in range(rng.randint(4, 9)):
                         yield self._message(g, sender, rng.choice(v["stickers"]), gap_ms=2000, msg_type="sticker")
             elif roll < 0.84:
-                yield self._message(g, rng.choice(g.members), rng.choice(v["violations"]))
+                bad = g.troublemaker if g.troublemaker in g.members and rng.random() < 0.4 else rng.choice(g.members)
+                msg = self._message(g, bad, rng.choice(v["violations"]))
+                yield msg
+                self._review(g, msg)
             elif roll < 0.88:
                 kind = rng.choice(["image", "sticker", "file", "red_packet", "link"])
                 extra: dict[str, Any] = {"msg_type": kind, "text": ""}
@@ -170,6 +180,26 @@ class Simulator:
                 yield self._message(g, m, f"@{g.owner.name} {self._chatter(g)}", mentions=[g.owner.user_id])
             else:
                 yield from self._membership(g)
+
+    def _review(self, g: Group, msg: dict[str, Any]) -> None:
+        """Half the violations the reviewers have a rule for get their verdict a little later; an
+        insult's sender sometimes appeals, and the reviewer confirms again."""
+        from schemas.records import finding_id
+
+        rule_verdict = self.vocab["reviews"].get(msg["text"])
+        if rule_verdict is None or self.rng.random() < 0.5:
+            return
+        rule, verdict = rule_verdict
+        fid = finding_id(rule, g.group_id, msg["msg_id"], msg["sender_id"])
+        base = {"kind": "feedback", "org_id": g.org_id, "finding_id": fid}
+        later = self.seq + self.rng.randint(50, 400)
+        self.reviews.append((later, {**base, "verdict": verdict, "actor_id": g.owner.user_id, "note": "复核"}))
+        if rule == "content.insult" and self.rng.random() < 0.5:
+            self.reviews.append((later + 40, {**base, "verdict": "appeal", "actor_id": msg["sender_id"],
+                                              "note": "只是开玩笑"}))
+            self.reviews.append((later + 120, {**base, "verdict": "confirmed", "actor_id": g.owner.user_id,
+                                               "note": "维持"}))
+        self.reviews.sort(key=lambda r: r[0])
 
     def _chatter(self, g: Group) -> str:
         v, rng = self.vocab, self.rng

@@ -83,6 +83,30 @@ def group_names(db: str) -> str:
             f"WHERE kind = 'group' AND visitParamExtractString(payload, 'name') != '' GROUP BY group_id")
 
 
+# --- the review loop (pipeline/review/) ------------------------------------------------------------
+
+def reviewed_content(db: str, org: str | None) -> str:
+    """(org_id, rule, evidence, message text, status) of content findings a reviewer decided on."""
+    where = f" AND c.org_id = '{quote(org)}'" if org else ""
+    return ("SELECT c.org_id, c.rule, c.evidence, m.text, c.status "
+            f"FROM {db}.findings_current AS c INNER JOIN "
+            f"(SELECT org_id, group_id, msg_id, any(text) AS text FROM {db}.messages GROUP BY org_id, group_id, msg_id)"
+            " AS m ON c.org_id = m.org_id AND c.group_id = m.group_id AND c.msg_id = m.msg_id "
+            f"WHERE c.rule LIKE 'content.%' AND c.status IN ('confirmed', 'false_positive'){where}")
+
+
+def findings_by_status(db: str) -> str:
+    """(status, findings): what the review queue holds and what was decided."""
+    return f"SELECT status, count() FROM {db}.findings_current GROUP BY status ORDER BY status"
+
+
+def sanctions(db: str, limit: int = 8) -> str:
+    """(group_id, user_id, rule, strikes) of the latest sanctions not withdrawn."""
+    return ("SELECT group_id, user_id, rule, visitParamExtractInt(evidence, 'count') "
+            f"FROM {db}.findings_current WHERE rule LIKE 'sanction.%' AND status != 'false_positive' "
+            f"ORDER BY ts DESC LIMIT {int(limit)}")
+
+
 # --- the demo's summary (pipeline/devtools/demo.py) ------------------------------------------------
 
 def events_by_kind(db: str) -> str:

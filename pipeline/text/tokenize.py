@@ -41,6 +41,10 @@ class Tokenizer:
         text = unicodedata.normalize("NFKC", text)
         return tuple(t for t in self._jieba.lcut(text, HMM=self.hmm) if not t.isspace())
 
+    def spans(self, text: str) -> list[tuple[str, int, int]]:
+        """(word, start, end) over the text as written, for offsets into it (not cached)."""
+        return [(w, s, e) for w, s, e in self._jieba.tokenize(text, HMM=self.hmm) if not w.isspace()]
+
     def tokens(self, text: str) -> list[str]:
         if not text:
             return []

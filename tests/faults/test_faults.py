@@ -67,6 +67,10 @@ def _landed(cfg: Config, expected, dead: int, timeout: float = 120) -> dict:
         assert set(got) == set(want), ("the findings are replay's", sorted(got[k] for k in set(got) - set(want)),
                                        sorted(want[k] for k in set(want) - set(got)))
         stored = set(got)
+        statuses = backend.query(f"SELECT finding_id, seq, status FROM {db}.finding_status")
+        assert len(statuses) == len(set(statuses)), "a verdict stored twice"
+        assert set(statuses) == {(fid, r["seq"], r["status"]) for fid, h in expected.statuses.items() for r in h}, \
+            "the review history is replay's"
         d_rows, d_distinct = backend.query(f"SELECT count(), uniqExact(dl_id) FROM {db}.deadletter")[0]
         assert d_rows == d_distinct == dead, "every malformed record one dead letter"
         table_dead = {r[0] for r in backend.query(f"SELECT dl_id FROM {db}.deadletter")}

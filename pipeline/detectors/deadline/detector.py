@@ -99,12 +99,12 @@ class DeadlineDetector:
         for n in state["notices"]:
             if n["fired"] < 1 and now >= n["due"]:
                 if cfg.enabled("deadline.overdue"):
-                    findings += self._late(state, key, n, n["due"], "deadline.overdue", "medium")
+                    findings += self._late(state, key, n, n["due"], "deadline.overdue", "low")
                 n = {**n, "fired": 1}
                 changed = True
             if n["fired"] < 2 and now >= n["esc"]:
                 if cfg.enabled("deadline.escalated"):
-                    findings += self._late(state, key, n, n["esc"], "deadline.escalated", "high")
+                    findings += self._late(state, key, n, n["esc"], "deadline.escalated", "medium")
                 n = {**n, "fired": 2}
                 changed = True
             if n["fired"] == 2 and now > n["esc"] + cfg.keep_days * 86_400_000:
