@@ -367,6 +367,13 @@ class Sanctions(_Model):
     _sev = field_validator("confirmed_below")(classmethod(lambda cls, v: _severity(v)))
     _steps = field_validator("steps")(classmethod(lambda cls, v: _steps(v)))
 
+    @model_validator(mode="after")
+    def _keep_the_window(self) -> Sanctions:
+        if self.keep_days < self.window_days:
+            raise ValueError(f"keep_days ({self.keep_days:g}) must be at least window_days ({self.window_days:g}): "
+                             "a strike is kept as long as it counts")
+        return self
+
     def counts(self, rule: str) -> bool:
         return any(fnmatchcase(rule, g) for g in self.rules)
 

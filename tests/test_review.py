@@ -148,6 +148,36 @@ def test_a_withdrawn_sanction_lets_the_ladder_issue_that_step_again():
     assert sanctions(again, final=False) == [("warn", 1), ("mute", 3), ("mute", 4)]
 
 
+def test_a_restarted_worker_that_reads_its_own_sanction_back_first_issues_nothing_more():
+    """After a SIGKILL between publishing and saving state, the new worker has the old state and the
+    dead one's `strike` fact for the sanction it made, ahead of the strikes that made it."""
+    from pipeline.detectors import Context
+    from pipeline.review.ladder import LadderStage, strike_fact
+    from schemas.records import make_finding, validate_event
+
+    stage = LadderStage()
+    posts = [make_finding("content.gambling", "high", "o", "g1", f"m{i}", "u1", MON_10 + i * HOUR, {})
+             for i in range(4)]
+    facts = [validate_event(strike_fact(f)) for f in posts]
+
+    def feed(state, events, until):
+        for e in events:
+            state = stage.on_event(e, state, Context(e["ts"])).state
+        out = stage.tick("k", state, Context(until))
+        return out.state, [(f["rule"], f["evidence"]["count"]) for f in out.findings], out.findings
+
+    state, made, found = feed(None, facts[:3], MON_10 + 2 * HOUR)
+    assert made == [("sanction.warn", 1), ("sanction.mute", 3)]
+    old = None
+    for e in facts[:3]:
+        old = stage.on_event(e, old, Context(e["ts"])).state
+    came_back = [validate_event(strike_fact(f)) for f in found]
+    again, made_again, _ = feed(old, came_back, MON_10 + 2 * HOUR)
+    assert made_again == made, "the same sanctions, sent again (storage keeps one)"
+    _, after, _ = feed(again, facts[3:], MON_10 + 3 * HOUR)
+    assert after == [], "a fourth strike is still the mute's step"
+
+
 def test_the_ladder_is_the_policys_and_a_bad_step_names_its_key():
     policy = Policy({"sanctions": {"steps": [{"strikes": 2, "action": "mute", "mute_hours": 2}],
                                    "window_days": 7}})

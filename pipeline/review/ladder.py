@@ -107,9 +107,8 @@ class LadderStage:
         times: list[int] = [p[0] for p in state["pend"]] + [w[0] for w in state["wait"]]
         if times:
             return min(times)
-        ends: list[int] = [min(e[TS] for e in m["k"].values()) + int(self._cfg(state, m["g"]).keep_days * DAY_MS)
-                for m in state["m"].values() if m["k"]]
-        ends += [s[0] + int(self._cfg(state, m["g"]).window_days * DAY_MS) for m in state["m"].values() for s in m["s"]]
+        ends: list[int] = [min([e[TS] for e in m["k"].values()] + [s[0] for s in m["s"]])
+                           + int(self._cfg(state, m["g"]).keep_days * DAY_MS) for m in state["m"].values()]
         return min(ends) if ends else None
 
     def tick(self, key: str, state: Any, ctx: Context) -> Outcome:
@@ -197,19 +196,25 @@ class LadderStage:
             evidence["mute_hours"] = step.mute_hours
         finding = make_finding(f"sanction.{step.action}", SEVERITY[step.action], state["org"], m["g"], last[MSG],
                                m["u"], now, evidence)
-        if finding["finding_id"] in m["k"]:
-            return  # made for these strikes already (and withdrawn since)
-        m["s"].append([now, level, finding["finding_id"], False])
-        # known at once (its own strike fact comes back later): a verdict on it may follow at any moment
-        m["k"][finding["finding_id"]] = [now, finding["rule"], finding["severity"], "open", last[MSG], 0]
+        fid = finding["finding_id"]
+        if any(s[2] == fid for s in m["s"]):
+            return  # made for these strikes before, and withdrawn since: the next strike decides
+        # A restarted worker applying again what a dead one did may have its strike fact back first
+        # (it is in `k`): the sanction is sent again (storage keeps one) and keeps its review status.
+        known = m["k"].get(fid)
+        m["s"].append([now, level, fid, known is not None and known[STATUS] == "false_positive"])
         out.findings.append(finding)
+        if known is None:  # known at once, before its strike fact comes back: a verdict may follow
+            m["k"][fid] = [now, finding["rule"], finding["severity"], "open", last[MSG], 0]
 
     def _prune(self, state: dict[str, Any], now: int) -> None:
+        """Forget findings and sanctions older than `keep_days` before `now`, the timer's moment. Not
+        before: inputs applied later may be older than `now` (a worker catching up, a late partition),
+        and a strike within `keep_days` is still counted against everything in its window."""
         for key, m in list(state["m"].items()):
-            cfg = self._cfg(state, m["g"])
-            keep_since = now - int(cfg.keep_days * DAY_MS)
+            keep_since = now - int(self._cfg(state, m["g"]).keep_days * DAY_MS)
             m["k"] = {fid: e for fid, e in m["k"].items() if e[TS] > keep_since}
-            m["s"] = [s for s in m["s"] if s[0] > now - int(cfg.window_days * DAY_MS)]
+            m["s"] = [s for s in m["s"] if s[0] > keep_since]
             if not m["k"] and not m["s"]:
                 del state["m"][key]
 
