@@ -27,3 +27,6 @@ def test_demo_runs_on_embedded_defaults(tmp_path):
     # Both governance stages had their say: the group stage at once, the member stage at its timer.
     assert "member.unauthorized_invite" in rows and "member.departed" in rows
     assert "Membership audit" in out
+    # Members collected strikes and the ladder proposed sanctions; reviewers' verdicts took effect.
+    assert "sanction.warn" in rows and "Latest sanctions proposed" in out
+    assert "confirmed" in rows

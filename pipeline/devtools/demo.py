@@ -142,6 +142,10 @@ def summarize(cfg: Config, console: Console) -> dict[str, int]:
     _table(console, "Findings by rule", ("rule", "findings"), rules or [("(no rule families enabled yet)", 0)])
     _table(console, "Busiest groups", ("group", "messages", "senders", "top tokens"),
            backend.query(queries.busiest_groups(db)))
+    _table(console, "Review status (findings_current; reviewers' verdicts are feedback events)",
+           ("status", "findings"), backend.query(queries.findings_by_status(db)))
+    _table(console, "Latest sanctions proposed to group owners (warn → mute → remove)",
+           ("group", "member", "sanction", "strikes"), backend.query(queries.sanctions(db)))
     audits = audit_members(backend)
     _table(console, "Membership audit (qunguard audit members)", ("problem", "people", "groups"),
            [(label, sum(a.count(p) for a in audits), sum(1 for a in audits if a.count(p)))
