@@ -20,9 +20,13 @@ membership:                    # real names, departed staff, invites, group gove
   nickname: ["{department}-{name}", "{department}{name}"]
   name_pattern: '^XX集团'
 groups: {g42: {content: {quiet_hours: null}, flood: {rate_limit: 20}}}   # per group; null switches a setting off
+sanctions: {window_days: 30, steps: [{strikes: 1, action: warn}, …]}   # the ladder (pipeline/review/)
+severity: {deadline.overdue: low}    # per rule or glob, the last match wins
 ```
-Resolution for a message: group, then org, then the file's top level, then the defaults. Errors
+Resolution for a message: group, then org, then the file's top level, then the defaults, merged
+key by key (`merge`): a mapping merges with the wider scope's, a value or a list replaces it. Errors
 stop with one message naming the key: `policy: content.lexicon.add.gamblin: unknown category …`.
+`Policy.version(org, group)` is the short hash of a group's effective policy that findings carry.
 """
 
 from __future__ import annotations

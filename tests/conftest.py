@@ -119,12 +119,17 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.3):
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
-def count(cfg: Config, sql: str) -> int:
+def query(cfg: Config, sql: str) -> list[tuple]:
+    """Rows of `sql` ({db} is the test's database), on a connection of its own."""
     backend = connect(cfg.clickhouse.url)
     try:
-        return int(backend.query(sql.format(db=backend.database))[0][0])
+        return backend.query(sql.format(db=backend.database))
     finally:
         backend.close()
+
+
+def count(cfg: Config, sql: str) -> int:
+    return int(query(cfg, sql)[0][0])
 
 
 # Test tiers (markers registered in pyproject.toml; `make test-unit`, `make check`, …). Each test gets

@@ -41,7 +41,9 @@ DEADLINE_FINDINGS = "SELECT count() FROM {db}.findings WHERE rule LIKE 'deadline
 
 def test_an_overdue_notice_is_reported_once_across_restarts(tmp_path, kafka, clickhouse, workers):
     policy = tmp_path / "policy.yaml"
-    policy.write_text("alerts: {to: [owner], group_wait_seconds: 0}\n", encoding="utf-8")
+    # overdue answers are low severity: the owner asks for their reminders with a route of its own
+    policy.write_text("alerts: {to: [owner], group_wait_seconds: 0, routes: [{to: [owner], rules: [deadline.*], "
+                      "min_severity: low}]}\n", encoding="utf-8")
     cfg = make_config(tmp_path, kafka.url, server_url(clickhouse, unique("deadline")),
                       sink={"batch_rows": 50, "batch_seconds": 0.2},
                       worker={"timer_seconds": 1.0, "timer_grace_seconds": 0}, policy={"file": policy},

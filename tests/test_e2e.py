@@ -166,9 +166,18 @@ def test_streaming_worker_and_replay_agree_finding_for_finding(tmp_path, kafka, 
                                 "GROUP BY src_partition"))
     backend.close()
     board = ProgressBoard(cfg, f"{cfg.worker.app_id}-progress")
-    progress, ends, _ = board.read(cfg.topic("events"), list(range(cfg.kafka.partitions)))
+
+    def quiet():
+        """Progress and commits once the worker is idle (its timers forward strikes and alerts for a
+        while after the input is stored: those records are committed too)."""
+        progress, ends, _ = board.read(cfg.topic("events"), list(range(cfg.kafka.partitions)))
+        committed = committed_offsets(cfg, cfg.worker.app_id, [(cfg.topic("events"), p) for p in ends])
+        done = all(committed[(cfg.topic("events"), p)] == ends[p] == (progress[p].offset if p in progress else -1)
+                   for p in latest)
+        return (progress, ends, committed) if done else None
+
+    progress, ends, committed = wait_for(quiet, 60, "the worker idle", interval=2)
     board.close()
-    committed = committed_offsets(cfg, cfg.worker.app_id, [(cfg.topic("events"), p) for p in ends])
     assert {p: (g.offset, g.event_time) for p, g in progress.items()} == {
         p: (committed[(cfg.topic("events"), p)], latest[p]) for p in latest}
     assert all(progress[p].offset == ends[p] for p in latest)

@@ -259,3 +259,17 @@ def test_false_positives_in_one_context_become_a_suggested_allow_entry(tmp_path)
     assert "# our rules" in written and "# longer posts are fine here" in written, "comments are kept"
     assert load_policy(pol).content_for("o", "g").lexicon.allow == ("二手相机",)
     assert load_policy(pol).content_for("p", "g").lexicon.allow == (), "only for the org that taught it"
+
+
+def test_replay_prints_the_final_state_and_all_of_it_with_all(tmp_path, capsys):
+    a, b = msg(MON_10), msg(MON_10 + HOUR, "你这个傻逼，会不会干活")
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(b"\n".join(orjson.dumps(e) for e in [a, b, verdict(MON_10 + 2 * HOUR, fid_of(a),
+                                                                          "false_positive")]))
+    assert main(["replay", str(events)]) == 0
+    final = [orjson.loads(line)["rule"] for line in capsys.readouterr().out.splitlines()]
+    assert main(["replay", str(events), "--all"]) == 0
+    everything = [orjson.loads(line)["rule"] for line in capsys.readouterr().out.splitlines()]
+    # the warning the withdrawn finding caused stands; the insult is the only strike left
+    assert sorted(final) == ["content.insult", "sanction.warn"]
+    assert sorted(everything) == ["content.gambling", "content.insult", "sanction.warn"]

@@ -16,7 +16,7 @@ from pipeline.replay import replay
 from pipeline.sink.backends import connect
 from pipeline.sink.migrate import migrate
 from schemas.records import finding_id
-from tests.conftest import REPORT, Worker, count, make_config, server_url, unique, wait_for
+from tests.conftest import REPORT, Worker, count, make_config, query, server_url, unique, wait_for
 
 pytestmark = pytest.mark.slow
 HOUR = 3_600_000
@@ -31,13 +31,6 @@ def _post(n: int, at: int) -> dict:
 def _record(event: dict) -> Record:
     return Record((event.get("group_id") or event["org_id"]).encode(), orjson.dumps(event), [event["event_id"]])
 
-
-def _query(cfg, sql: str) -> list[tuple]:
-    backend = connect(cfg.clickhouse.url)
-    try:
-        return backend.query(sql.format(db=backend.database))
-    finally:
-        backend.close()
 
 
 def test_a_false_positive_withdraws_its_strike_and_a_restart_keeps_the_ladder(tmp_path, kafka, clickhouse,
@@ -74,17 +67,17 @@ def test_a_false_positive_withdraws_its_strike_and_a_restart_keeps_the_ladder(tm
     wait_for(lambda: count(cfg, "SELECT count() FROM {db}.finding_status") >= sum(map(len, expected.statuses.values())),
              60, "every verdict")
 
-    stored = {r[0]: r[1:] for r in _query(cfg, "SELECT finding_id, rule, user_id, policy_version FROM {db}.findings")}
+    stored = {r[0]: r[1:] for r in query(cfg, "SELECT finding_id, rule, user_id, policy_version FROM {db}.findings")}
     want = {f["finding_id"]: (f["rule"], f["user_id"], f["policy_version"]) for f in expected.findings}
     assert stored == want
-    history = set(_query(cfg, "SELECT finding_id, seq, status, actor_id FROM {db}.finding_status"))
+    history = set(query(cfg, "SELECT finding_id, seq, status, actor_id FROM {db}.finding_status"))
     assert history == {(fid, r["seq"], r["status"], r["actor_id"]) for fid, h in expected.statuses.items() for r in h}
-    open_now = {r[0] for r in _query(cfg, "SELECT finding_id FROM {db}.findings_current "
+    open_now = {r[0] for r in query(cfg, "SELECT finding_id FROM {db}.findings_current "
                                           "WHERE status != 'false_positive'")}
     assert open_now == {f["finding_id"] for f in expected.final()}, "ClickHouse's final state is replay's"
-    assert _query(cfg, f"SELECT status, decided_by FROM {{db}}.findings_current WHERE finding_id = '{wrong}'") == [
+    assert query(cfg, f"SELECT status, decided_by FROM {{db}}.findings_current WHERE finding_id = '{wrong}'") == [
         ("false_positive", "reviewer-li")]
-    mute = _query(cfg, "SELECT visitParamExtractInt(evidence, 'count') FROM {db}.findings_current "
+    mute = query(cfg, "SELECT visitParamExtractInt(evidence, 'count') FROM {db}.findings_current "
                        "WHERE rule = 'sanction.mute' AND user_id = 'gambler'")
     assert mute == [(3,)], "the strikes before the kill were still counted after it"
     withdrawn = len(expected.findings) - len(expected.final())
