@@ -9,6 +9,7 @@ import time
 import orjson
 import pytest
 
+from pipeline.cli import main
 from pipeline.devtools.produce import produce, wait_drained
 from pipeline.devtools.simulate import START_TS, Record, Simulator
 from pipeline.kafka import ensure_topics
@@ -33,8 +34,14 @@ def _record(event: dict) -> Record:
 
 
 
+def _config_file(tmp_path, cfg):
+    path = tmp_path / "qunguard.yaml"
+    path.write_text(f"clickhouse: {{url: '{cfg.clickhouse.url}'}}\n", encoding="utf-8")
+    return path
+
+
 def test_a_false_positive_withdraws_its_strike_and_a_restart_keeps_the_ladder(tmp_path, kafka, clickhouse,
-                                                                               workers):
+                                                                               workers, capsys):
     cfg = make_config(tmp_path, kafka.url, server_url(clickhouse, unique("rv")), worker={"timer_seconds": 1.0})
     ensure_topics(cfg)
     backend = connect(cfg.clickhouse.url)
@@ -80,6 +87,14 @@ def test_a_false_positive_withdraws_its_strike_and_a_restart_keeps_the_ladder(tm
     mute = query(cfg, "SELECT visitParamExtractInt(evidence, 'count') FROM {db}.findings_current "
                        "WHERE rule = 'sanction.mute' AND user_id = 'gambler'")
     assert mute == [(3,)], "the strikes before the kill were still counted after it"
+    # what the reviewers decided on content is labelled data for the classifier, and teaches the policy
+    reviewed = {f["finding_id"]: expected.status(f["finding_id"]) for f in expected.findings
+                if f["rule"].startswith("content.") and expected.status(f["finding_id"]) in ("confirmed", "false_positive")}
+    labelled = dict(query(cfg, "SELECT finding_id, label FROM {db}.labelled_examples"))
+    assert labelled == {fid: int(status == "confirmed") for fid, status in reviewed.items()}
+    capsys.readouterr()
+    assert main(["--config", str(_config_file(tmp_path, cfg)), "policy", "suggest", "--min", "1"]) == 0
+    assert "org1\tcontent.gambling\t" in capsys.readouterr().out, "the withdrawn match is a suggestion"
     withdrawn = len(expected.findings) - len(expected.final())
     REPORT.append(f"review: {len(expected.findings)} findings, {sum(map(len, expected.statuses.values()))} verdicts "
                   f"({withdrawn} withdrawn) through Kafka and a SIGKILL mid-ladder = replay's final state; "
