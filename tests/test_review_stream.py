@@ -88,8 +88,9 @@ def test_a_false_positive_withdraws_its_strike_and_a_restart_keeps_the_ladder(tm
                        "WHERE rule = 'sanction.mute' AND user_id = 'gambler'")
     assert mute == [(3,)], "the strikes before the kill were still counted after it"
     # what the reviewers decided on content is labelled data for the classifier, and teaches the policy
+    decided = ("confirmed", "false_positive")
     reviewed = {f["finding_id"]: expected.status(f["finding_id"]) for f in expected.findings
-                if f["rule"].startswith("content.") and expected.status(f["finding_id"]) in ("confirmed", "false_positive")}
+                if f["rule"].startswith("content.") and expected.status(f["finding_id"]) in decided}
     labelled = dict(query(cfg, "SELECT finding_id, label FROM {db}.labelled_examples"))
     assert labelled == {fid: int(status == "confirmed") for fid, status in reviewed.items()}
     capsys.readouterr()
