@@ -189,7 +189,10 @@ def cmd_check(cfg: Config, args: argparse.Namespace) -> int:
         table.add_column(col)
     for f in findings:
         ev = f["evidence"]
-        for item in ev.get("matches", []) + ev.get("personal", []) + ev.get("links", []) or [ev]:
+        # a combination is one row per cue: every one of them had to be there
+        cues = [{**cue, "term": f"{group} (all of {'+'.join(c['combination'])})"}
+                for c in ev.get("combinations", []) for group, cue in c["combination"].items()]
+        for item in ev.get("matches", []) + cues + ev.get("personal", []) + ev.get("links", []) or [ev]:
             table.add_row(f["rule"], f["severity"], *_check_row(item))
     Console().print(table)
     return 1 if findings else 0

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from pipeline.detectors import EXEMPT_TYPES, KEEP, Context, Outcome
+from pipeline.detectors.content.cues import discussed, find_combinations
 from pipeline.detectors.content.lexicon import is_reminder, matcher_for
 from pipeline.detectors.content.links import allowed, find_links
 from pipeline.detectors.content.pii import find_personal
@@ -123,6 +124,10 @@ class ContentDetector:
             entries += self._lexicon(matcher, patterns, "text", text, folded)
             if not has_urls:  # with a urls field, links are taken from both together, uncached
                 entries += self._links(content, text, ())
+            entries += [(rule, severity, "combinations", item)
+                        for rule, severity, item in find_combinations(text, folded)]
+            if discussed("content.fraud", folded):  # an anti-fraud advisory names the tricks it warns of
+                entries = [e for e in entries if e[0] != "content.fraud"]
             entries += [("content.pii", "high", "personal", {"kind": p.kind, "span": [p.start, p.end],
                                                               "masked": p.masked}) for p in find_personal(text)]
         result = (folded, tuple(entries))

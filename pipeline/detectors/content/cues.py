@@ -1,0 +1,79 @@
+"""Rules on combinations of cues (pipeline/data/cues.yaml): a claimed identity, a money or account
+request and a push, together, is fraud; a promotion with a contact is an advert. Each cue alone is
+ordinary work chat (财务已转账, 有问题私聊), which a lexicon of single terms cannot tell apart.
+
+Matched over the normalised text (the same folding as the lexicon, so disguises fold away) and
+reported with the span of each cue in the original text, like a lexicon match.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.text.normalize import fold, normalize
+
+CUES_FILE = Path(__file__).resolve().parents[2] / "data" / "cues.yaml"
+
+
+@dataclass(frozen=True)
+class Combination:
+    rule: str
+    severity: str
+    groups: tuple[tuple[str, re.Pattern[str]], ...]  # every one must match
+    unless: re.Pattern[str] | None  # none of these may
+
+
+def _alternation(patterns: list[str], where: str) -> re.Pattern[str]:
+    try:
+        return re.compile("|".join(f"(?:{p})" for p in patterns))
+    except re.error as exc:
+        raise ValueError(f"{CUES_FILE.name}: {where}: bad regular expression: {exc}") from None
+
+
+@lru_cache(maxsize=1)
+def combinations() -> tuple[Combination, ...]:
+    data = yaml.safe_load(CUES_FILE.read_text(encoding="utf-8"))
+    out = []
+    for rule, spec in data.items():
+        groups = tuple((name, _alternation(pats, f"{rule}.all.{name}")) for name, pats in spec["all"].items())
+        unless = _alternation(spec["unless"], f"{rule}.unless") if spec.get("unless") else None
+        out.append(Combination(rule, spec["severity"], groups, unless))
+    return tuple(out)
+
+
+def find_combinations(text: str, folded: str | None = None) -> list[tuple[str, str, dict[str, Any]]]:
+    """(rule, severity, evidence item) for each combination the text completes. The item names each
+    cue: {"combination": {group: {"text", "span", "normalized"}}}."""
+    folded = fold(text) if folded is None else folded
+    found = []
+    for combo in combinations():
+        hits = [(name, pattern.search(folded)) for name, pattern in combo.groups]
+        if not all(m for _, m in hits) or (combo.unless is not None and combo.unless.search(folded)):
+            continue
+        norm = normalize(text)  # only on a hit: the offsets back into the original
+        cues: dict[str, Any] = {}
+        for name, pattern in combo.groups:
+            m = pattern.search(norm.text)
+            if m is None:  # folded and normalised text agree; kept for safety
+                break
+            start, end = norm.span(*m.span())
+            cues[name] = {"text": text[start:end], "span": [start, end], "normalized": m.group(0)}
+        else:
+            found.append((combo.rule, combo.severity, {"combination": cues}))
+    return found
+
+
+def discussed(rule: str, folded: str) -> bool:
+    """Whether the text talks about the rule's subject rather than doing it (a warning about scams,
+    an advisory): the combination's `unless`. Such a text is no finding of that rule at all, not even
+    for the single terms it names (冒充领导, 安全账户 in 反诈提醒)."""
+    for combo in combinations():
+        if combo.rule == rule:
+            return combo.unless is not None and combo.unless.search(folded) is not None
+    return False
