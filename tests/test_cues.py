@@ -95,3 +95,17 @@ def test_false_alarm_gate_on_five_thousand_ordinary_work_chat_messages():
     REPORT.append(f"false-alarm gate: {len(flagged)} of {len(texts)} ordinary simulated work-chat messages flagged "
                   f"({rate:.2%}; goal ≤ 0.30%)")
     assert len(texts) == 5_000 and rate <= 0.003, sorted(set(flagged))[:10]
+
+
+def test_notices_are_recognised_in_the_ways_people_write_them():
+    from pipeline.text.notice import asks_reply
+
+    path = Path(__file__).parent / "data" / "notice_corpus.tsv"
+    rows = [line.split("\t", 1) for line in path.read_text(encoding="utf-8").splitlines()
+            if line and not line.startswith("#")]
+    wrong = [(label, text) for label, text in rows if asks_reply(text) != (label == "asks")]
+    asks = sum(1 for label, _ in rows if label == "asks")
+    REPORT.append(f"notices: {len(rows)} phrasings (development set), {asks - sum(1 for w in wrong if w[0] == 'asks')}"
+                  f"/{asks} asking for a reply recognised, {sum(1 for w in wrong if w[0] == '-')} false")
+    REPORT.extend(f"  differs: {label} {text}" for label, text in wrong)
+    assert not wrong

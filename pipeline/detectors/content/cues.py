@@ -41,9 +41,9 @@ def combinations() -> tuple[Combination, ...]:
     data = yaml.safe_load(CUES_FILE.read_text(encoding="utf-8"))
     out = []
     for rule, spec in data.items():
-        groups = tuple((name, _alternation(pats, f"{rule}.all.{name}")) for name, pats in spec["all"].items())
+        groups = tuple((name, _alternation(pats, f"{rule}.all.{name}")) for name, pats in spec.get("all", {}).items())
         unless = _alternation(spec["unless"], f"{rule}.unless") if spec.get("unless") else None
-        out.append(Combination(rule, spec["severity"], groups, unless))
+        out.append(Combination(rule, spec.get("severity", "medium"), groups, unless))
     return tuple(out)
 
 
@@ -53,6 +53,8 @@ def find_combinations(text: str, folded: str | None = None) -> list[tuple[str, s
     folded = fold(text) if folded is None else folded
     found = []
     for combo in combinations():
+        if not combo.groups:
+            continue  # a rule with only `unless`: how its subject is discussed (see `discussed`)
         hits = [(name, pattern.search(folded)) for name, pattern in combo.groups]
         if not all(m for _, m in hits) or (combo.unless is not None and combo.unless.search(folded)):
             continue
@@ -69,11 +71,8 @@ def find_combinations(text: str, folded: str | None = None) -> list[tuple[str, s
     return found
 
 
-def discussed(rule: str, folded: str) -> bool:
-    """Whether the text talks about the rule's subject rather than doing it (a warning about scams,
-    an advisory): the combination's `unless`. Such a text is no finding of that rule at all, not even
-    for the single terms it names (冒充领导, 安全账户 in 反诈提醒)."""
-    for combo in combinations():
-        if combo.rule == rule:
-            return combo.unless is not None and combo.unless.search(folded) is not None
-    return False
+def discussed(folded: str) -> set[str]:
+    """The rules whose subject the text talks about rather than does (a warning about scams, a plan
+    for a red-packet campaign): their `unless` matches. Such a text is no finding of those rules at
+    all, not even for the single terms it names (冒充领导, 安全账户 in 反诈提醒)."""
+    return {c.rule for c in combinations() if c.unless is not None and c.unless.search(folded)}

@@ -126,8 +126,9 @@ class ContentDetector:
                 entries += self._links(content, text, ())
             entries += [(rule, severity, "combinations", item)
                         for rule, severity, item in find_combinations(text, folded)]
-            if discussed("content.fraud", folded):  # an anti-fraud advisory names the tricks it warns of
-                entries = [e for e in entries if e[0] != "content.fraud"]
+            talked_about = discussed(folded)  # an anti-fraud advisory names the tricks it warns of
+            if talked_about:
+                entries = [e for e in entries if e[0] not in talked_about]
             entries += [("content.pii", "high", "personal", {"kind": p.kind, "span": [p.start, p.end],
                                                               "masked": p.masked}) for p in find_personal(text)]
         result = (folded, tuple(entries))
