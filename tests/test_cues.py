@@ -109,3 +109,31 @@ def test_notices_are_recognised_in_the_ways_people_write_them():
                   f"/{asks} asking for a reply recognised, {sum(1 for w in wrong if w[0] == '-')} false")
     REPORT.extend(f"  differs: {label} {text}" for label, text in wrong)
     assert not wrong
+
+
+def test_a_combination_spread_over_one_senders_messages_within_the_window():
+    from pipeline.detectors import Context
+    from tests.test_content import message
+
+    detector = ContentDetector()
+    claim = message("我是王总，在开会不方便说话", n=1)
+    ask = message("你先帮我转一笔款到这个账户", ts=claim["ts"] + 20_000, n=2)
+    state = detector.on_event(claim, None, Context(0)).state
+    assert detector.on_event(claim, None, Context(0)).findings == []
+    [found] = detector.on_event(ask, state, Context(0)).findings
+    item = found["evidence"]["combinations"][0]
+    assert found["rule"] == "content.fraud" and found["msg_id"] == "m2" and item["across_messages"]
+    assert item["combination"]["identity"] == {"normalized": "我是王总", "msg_id": "m1"}
+    # after the window (60 s) the claim no longer counts; another sender's claim never did
+    late = message("你先帮我转一笔款到这个账户", ts=claim["ts"] + 61_000, n=3)
+    assert detector.on_event(late, state, Context(0)).findings == []
+    # through the engine, as the worker runs it: the cues are the sender's own, per group
+    import orjson
+
+    from pipeline.replay import replay
+
+    def fraud(*events: dict) -> list[str]:
+        return [f["msg_id"] for f in replay([orjson.dumps(e) for e in events]).findings if f["rule"] == "content.fraud"]
+
+    assert fraud(claim, ask) == ["m2"]
+    assert fraud(claim, message("你先帮我转一笔款到这个账户", ts=claim["ts"] + 20_000, n=4, sender="u2")) == []

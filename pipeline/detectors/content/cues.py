@@ -71,6 +71,22 @@ def find_combinations(text: str, folded: str | None = None) -> list[tuple[str, s
     return found
 
 
+def cue_hits(folded: str) -> dict[str, dict[str, str]]:
+    """Per combination rule, the groups this (folded) text has a cue of, and the cue as matched:
+    one sender's consecutive messages are read together (`ContentDetector`, within the split window)."""
+    out: dict[str, dict[str, str]] = {}
+    for combo in combinations():
+        found = {name: m.group(0) for name, pattern in combo.groups if (m := pattern.search(folded))}
+        if found:
+            out[combo.rule] = found
+    return out
+
+
+def needs(rule: str) -> tuple[str, ...]:
+    """The groups a combination rule needs."""
+    return next((tuple(n for n, _ in c.groups) for c in combinations() if c.rule == rule), ())
+
+
 def discussed(folded: str) -> set[str]:
     """The rules whose subject the text talks about rather than does (a warning about scams, a plan
     for a red-packet campaign): their `unless` matches. Such a text is no finding of those rules at

@@ -3,7 +3,9 @@
 One finding per message and rule (finding_id = rule, group, msg_id, sender), with every piece of
 evidence for that rule in it: matched terms with their spans in the original text and the
 normalised form, masked personal data, links and their domains, the local time for quiet hours.
-State per group and sender holds the tail of the last message, for split-message evasion.
+State per group and sender holds the tail of the last message, for split-message evasion, and the
+cues of the sender's recent messages, so that a combination spread over them (我是王总 / 你先帮我转
+一笔款) is found on the message that completes it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from pipeline.detectors import EXEMPT_TYPES, KEEP, Context, Outcome
-from pipeline.detectors.content.cues import discussed, find_combinations
+from pipeline.detectors.content.cues import combinations, cue_hits, discussed, find_combinations, needs
 from pipeline.detectors.content.lexicon import is_reminder, matcher_for
 from pipeline.detectors.content.links import allowed, find_links
 from pipeline.detectors.content.pii import find_personal
@@ -27,6 +29,43 @@ from schemas.records import make_finding
 
 TEXT_CACHE = 100_000  # texts whose text-only evidence is remembered
 _Entry = tuple[str, str, str, dict[str, Any]]  # (rule, severity, evidence key, item)
+
+
+def _recent(state: Any, since: int) -> dict[str, dict[str, list[Any]]]:
+    """The cues of the sender's messages since `since`: rule → group → [msg_id, cue, ts]."""
+    out: dict[str, dict[str, list[Any]]] = {}
+    for rule, groups in (state or {}).get("cues", {}).items():
+        kept = {g: c for g, c in groups.items() if c[2] >= since}
+        if kept:
+            out[rule] = kept
+    return out
+
+
+def _carried(state: Any, hits: dict[str, dict[str, str]], msg_id: str, ts: int,
+             since: int) -> dict[str, dict[str, list[Any]]]:
+    """The cues to keep: those of the sender's messages within the window, this one's last."""
+    cues = _recent(state, since)
+    for rule, groups in hits.items():
+        cues.setdefault(rule, {}).update({g: [msg_id, cue, ts] for g, cue in groups.items()})
+    return cues
+
+
+def _across(state: Any, hits: dict[str, dict[str, str]], talked_about: set[str],
+            since: int) -> list[tuple[str, str, Any]]:
+    """Combinations completed over the sender's messages since `since` and this one (我是王总 / 你先帮我
+    转一笔款): the cues named with the message each is in."""
+    out = []
+    for rule, before in _recent(state, since).items():
+        now = hits.get(rule, {})
+        groups = needs(rule)
+        if not now or rule in talked_about or all(g in now for g in groups):
+            continue  # nothing new here, a warning, or complete in this message alone (found already)
+        if all(g in now or g in before for g in groups):
+            severity = next(c.severity for c in combinations() if c.rule == rule)
+            cues = {g: ({"normalized": now[g]} if g in now else
+                        {"normalized": before[g][1], "msg_id": before[g][0]}) for g in groups}
+            out.append((rule, severity, {"combination": cues, "across_messages": True}))
+    return out
 
 
 def _add(out: dict[str, tuple[str, dict[str, Any]]], rule: str, severity: str, key: str, item: Any) -> None:
@@ -58,8 +97,12 @@ class ContentDetector:
         findings = [self._finding(event, rule, sev, ev) for rule, (sev, ev) in evidence.items()
                     if content.enabled(rule)]
         matcher = self._prepare(content)[1]
-        return Outcome(findings, state=next_state(folded, event["ts"], event["msg_id"], event["org_id"],
-                                                  matcher.max_len - 1))
+        new = next_state(folded, event["ts"], event["msg_id"], event["org_id"], matcher.max_len - 1)
+        cues = _carried(state, cue_hits(folded), event["msg_id"], event["ts"],
+                        event["ts"] - content.split_window_seconds * 1000)
+        if cues and new is not None:
+            new["cues"] = cues
+        return Outcome(findings, state=new)
 
     def tick(self, key: str, state: Any, ctx: Context) -> Outcome:
         """Forget a sender's tail once no split can complete with it (bounds memory)."""
@@ -95,6 +138,10 @@ class ContentDetector:
                 _add(out, f"content.{term.category}", term.severity, "matches", {
                     "term": term.term, "field": "text", "split": True,
                     "previous_msg_id": state["msg_id"], "normalized": (state["tail"] + folded)})
+        window = content.split_window_seconds * 1000
+        for rule, severity, item in _across(state, cue_hits(folded), discussed(folded), event["ts"] - window):
+            if rule not in out or "combinations" not in out[rule][1]:
+                _add(out, rule, severity, "combinations", item)
         if event["msg_type"] == "red_packet":
             _add(out, "content.red_packet", "medium", "msg_type", "red_packet")
         if event["msg_type"] == "text":
