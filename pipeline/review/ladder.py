@@ -6,6 +6,11 @@ meet in one state with no lookup. Its inputs are forwarded from other partitions
 from wherever a finding was made, `verdict` facts from wherever a `feedback` event arrived), so
 like the member stage it queues them and applies them at the timer in event-time order, ticked
 only up to the settled moment (`settles`); replay's final tick applies the same sequence.
+The settled moment bounds what producers' events forward; a finding made by another stage's timer
+(a deadline) reaches the ladder when that timer fires, and the ladder may have passed its moment.
+With the defaults such findings count only once confirmed, and a verdict comes after its finding
+exists, so the order holds; a policy that counts them unconfirmed may see the stream and replay
+differ on a sanction when a timer fires late (a per-stage watermark would close this).
 
 - A finding is a strike unless it is withdrawn (`false_positive`); rules the policy leaves out
   (`sanctions.confirmed_only`, default `deadline.*`, and severities below `confirmed_below`) are
