@@ -97,7 +97,7 @@ def test_every_channel_receives_its_alerts_signed_as_the_platform_checks(tmp_pat
     # the webhook and the mail carry the alert ids; the robots one message per delivery record
     assert {a["alert_id"] for r in robots.of("webhook") for a in r.body["alerts"]} == {
         a["alert_id"] for a in by_channel["hook"]}
-    assert {i for m in mail.messages for i in m["X-Qunguard-Alerts"].split(",")} == {
+    assert {i.strip() for m in mail.messages for i in m["X-Qunguard-Alerts"].split(",")} == {
         a["alert_id"] for a in by_channel["mail"]}
     assert all(m["Subject"].startswith("[qunguard]") for m in mail.messages)
     for kind, name in (("wecom", "wecom"), ("dingtalk", "ding"), ("feishu", "feishu")):
