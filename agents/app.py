@@ -118,7 +118,7 @@ class FaustPorts:
         self.findings = app.topic(cfg.topic("findings"), partitions=p)
         self.dead = app.topic(cfg.topic("deadletter"), partitions=p)
         self.alerts = app.topic(cfg.topic("alerts"), partitions=p)
-        self.board = ProgressBoard(cfg, f"{cfg.worker.app_id}-progress")
+        self.board = ProgressBoard(cfg, f"{cfg.worker.app_id}-progress", workers=cfg.worker.app_id)
 
     async def start_offsets(self, tps: Collection[TP]) -> dict[TP, int | None]:
         committed = await asyncio.to_thread(committed_offsets, self.cfg, self.cfg.worker.app_id, list(tps))

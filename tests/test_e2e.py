@@ -181,3 +181,34 @@ def test_streaming_worker_and_replay_agree_finding_for_finding(tmp_path, kafka, 
     assert {p: (g.offset, g.event_time) for p, g in progress.items()} == {
         p: (committed[(cfg.topic("events"), p)], latest[p]) for p in latest}
     assert all(progress[p].offset == ends[p] for p in latest)
+
+
+def test_progress_is_never_behind_what_the_workers_committed(tmp_path, kafka):
+    """A worker killed between its commit and its progress record: the board says offset 3 (with its
+    event time), the workers' group has committed 7 of 7. The stages must see 7, or they would wait
+    for records that are stored already until new traffic came to that partition."""
+    from kafka import TopicPartition
+    from kafka.structs import OffsetAndMetadata
+
+    from kafka import KafkaProducer
+
+    from pipeline.delivery.settled import settled
+
+    cfg = make_config(tmp_path, kafka.url)
+    ensure_topics(cfg)
+    topic = cfg.topic("events")
+    producer = KafkaProducer(bootstrap_servers=bootstrap(cfg.kafka.url))
+    for _ in range(7):
+        producer.send(topic, b"{}", partition=0)
+    producer.flush()
+    producer.close()
+    board = ProgressBoard(cfg, f"{cfg.worker.app_id}-progress", workers=cfg.worker.app_id)
+    board.record({(topic, 0): 3}, {(topic, 0): 1_793_498_400_000})
+    workers = KafkaConsumer(bootstrap_servers=bootstrap(cfg.kafka.url), group_id=cfg.worker.app_id,
+                            enable_auto_commit=False)
+    workers.commit({TopicPartition(topic, 0): OffsetAndMetadata(7, "")})
+    workers.close()
+    progress, ends, starts = board.read(topic, [0])
+    board.close()
+    assert (progress[0].offset, progress[0].event_time, ends[0]) == (7, 1_793_498_400_000, 7)
+    assert settled(progress, ends, starts, 10_000) is None, "nothing left to store holds nobody back"
