@@ -187,10 +187,8 @@ def test_progress_is_never_behind_what_the_workers_committed(tmp_path, kafka):
     """A worker killed between its commit and its progress record: the board says offset 3 (with its
     event time), the workers' group has committed 7 of 7. The stages must see 7, or they would wait
     for records that are stored already until new traffic came to that partition."""
-    from kafka import TopicPartition
+    from kafka import KafkaProducer, TopicPartition
     from kafka.structs import OffsetAndMetadata
-
-    from kafka import KafkaProducer
 
     from pipeline.delivery.settled import settled
 

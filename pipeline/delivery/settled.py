@@ -13,7 +13,10 @@ time of a producer's event up to it (`Progress`). A stage fed by forwards may th
 Records beyond a partition's progress are assumed no more than `lateness` older than the event
 time already stored from it (bounded out-of-orderness, the usual watermark heuristic); a partition
 with nothing left to store does not hold anyone back (Flink's idleness). A partition with records
-to store and no progress recorded yet holds everything back until it has.
+to store and no progress recorded yet holds everything back until it has. A worker killed between
+its commit and its progress record leaves the board behind; the workers' committed offsets, read
+beside it (pipeline.kafka.ProgressBoard), say what is stored, so such a partition does not hold the
+stages back for good once nothing is left in it.
 """
 
 from __future__ import annotations
