@@ -118,10 +118,19 @@ class FaustPorts:
         self.findings = app.topic(cfg.topic("findings"), partitions=p)
         self.dead = app.topic(cfg.topic("deadletter"), partitions=p)
         self.alerts = app.topic(cfg.topic("alerts"), partitions=p)
-        self.board = ProgressBoard(cfg, f"{cfg.worker.app_id}-progress", workers=cfg.worker.app_id)
+        self.board = ProgressBoard(cfg, f"{cfg.worker.app_id}-progress")
 
     async def start_offsets(self, tps: Collection[TP]) -> dict[TP, int | None]:
         committed = await asyncio.to_thread(committed_offsets, self.cfg, self.cfg.worker.app_id, list(tps))
+        # A worker killed between its commit and its progress record left the board behind what is
+        # stored: the new owner brings it up to the commit (keeping the event time it has), or the
+        # stages fed by forwards would wait for records stored already (pipeline/delivery/settled.py).
+        stored = {tp: o for tp, o in committed.items() if o is not None and tp[0] == self.cfg.topic("events")}
+        if stored:
+            try:
+                await asyncio.to_thread(self.board.catch_up, stored)
+            except Exception as exc:  # noqa: BLE001 -- advisory, as after a commit
+                log.warning("progress not recorded at assignment (%s: %s)", type(exc).__name__, exc)
         return {tp: committed.get(tp) for tp in tps}
 
     async def publish(self, batch: Batch) -> None:

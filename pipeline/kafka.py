@@ -90,15 +90,11 @@ class ProgressBoard:
     write its partitions' and read all of them. Blocking (kafka-python); one client, one call at a
     time, from worker threads."""
 
-    def __init__(self, cfg: Config, group: str, workers: str | None = None) -> None:
+    def __init__(self, cfg: Config, group: str) -> None:
         self.cfg = cfg
         self.group = group
-        # The workers' own group: a worker killed between its commit and its progress record leaves
-        # the board behind what is stored; its commits say how far storage really is.
-        self.workers = workers
         self._lock = threading.Lock()
         self._consumer: Any = None
-        self._workers_consumer: Any = None
         self._times: dict[tuple[str, int], int] = {}  # the latest event time known per partition
 
     def _client(self) -> Any:
@@ -129,6 +125,22 @@ class ProgressBoard:
                 out[TopicPartition(*tp)] = OffsetAndMetadata(offset, "" if t is None else str(t))
             consumer.commit(out, timeout_ms=15_000)
 
+    def catch_up(self, stored: dict[tuple[str, int], int]) -> None:
+        """Move partitions whose board is behind what is stored (a worker killed between its commit
+        and its progress record) up to that offset, keeping their event time; never backwards."""
+        from kafka import TopicPartition
+        from kafka.structs import OffsetAndMetadata
+
+        with self._lock:
+            consumer = self._client()
+            out = {}
+            for tp, offset in stored.items():
+                got = consumer.committed(TopicPartition(*tp), metadata=True, timeout_ms=15_000)
+                if got is not None and 0 <= got.offset < offset:
+                    out[TopicPartition(*tp)] = OffsetAndMetadata(offset, got.metadata or "")
+            if out:
+                consumer.commit(out, timeout_ms=15_000)
+
     def read(self, topic: str, partitions: list[int]) -> tuple[dict[int, Progress], dict[int, int], dict[int, int]]:
         """(progress, end offsets, beginning offsets) of `topic`'s partitions; the ends read after
         the progress, as settled() needs."""
@@ -142,25 +154,9 @@ class ProgressBoard:
                 got = consumer.committed(tp, metadata=True, timeout_ms=15_000)
                 if got is not None and got.offset >= 0:
                     progress[tp.partition] = Progress(got.offset, _event_time(got.metadata))
-            if self.workers:
-                stored = self._workers_client()
-                for tp in tps:
-                    got = stored.committed(tp)
-                    before = progress.get(tp.partition)
-                    if got is not None and got >= 0 and (before is None or got > before.offset):
-                        progress[tp.partition] = Progress(got, before.event_time if before else None)
             ends = {tp.partition: o for tp, o in consumer.end_offsets(tps).items()}
             starts = {tp.partition: o for tp, o in consumer.beginning_offsets(tps).items()}
         return progress, ends, starts
-
-    def _workers_client(self) -> Any:
-        if self._workers_consumer is None:
-            from kafka import KafkaConsumer
-
-            self._workers_consumer = KafkaConsumer(bootstrap_servers=bootstrap(self.cfg.kafka.url),
-                                                   group_id=self.workers, enable_auto_commit=False,
-                                                   client_id="qunguard-progress", request_timeout_ms=15_000)
-        return self._workers_consumer
 
     def forget(self, tps: list[tuple[str, int]]) -> None:
         """Partitions this process no longer owns: their next owner records from what is stored."""
@@ -170,10 +166,9 @@ class ProgressBoard:
 
     def close(self) -> None:
         with self._lock:
-            for client in (self._consumer, self._workers_consumer):
-                if client is not None:
-                    client.close()
-            self._consumer = self._workers_consumer = None
+            if self._consumer is not None:
+                self._consumer.close()
+                self._consumer = None
 
 
 def _event_time(metadata: str | None) -> int | None:

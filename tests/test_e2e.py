@@ -183,12 +183,12 @@ def test_streaming_worker_and_replay_agree_finding_for_finding(tmp_path, kafka, 
     assert all(progress[p].offset == ends[p] for p in latest)
 
 
-def test_progress_is_never_behind_what_the_workers_committed(tmp_path, kafka):
+def test_a_new_owner_brings_the_progress_board_up_to_the_commit(tmp_path, kafka):
     """A worker killed between its commit and its progress record: the board says offset 3 (with its
-    event time), the workers' group has committed 7 of 7. The stages must see 7, or they would wait
-    for records that are stored already until new traffic came to that partition."""
-    from kafka import KafkaProducer, TopicPartition
-    from kafka.structs import OffsetAndMetadata
+    event time), the workers committed 7 of 7. The next owner records progress at the commit when it
+    is assigned (agents/app.py Ports.start_offsets): the event time is kept, the board never goes
+    back, and the stages fed by forwards no longer wait for records that are stored already."""
+    from kafka import KafkaProducer
 
     from pipeline.delivery.settled import settled
 
@@ -200,13 +200,17 @@ def test_progress_is_never_behind_what_the_workers_committed(tmp_path, kafka):
         producer.send(topic, b"{}", partition=0)
     producer.flush()
     producer.close()
-    board = ProgressBoard(cfg, f"{cfg.worker.app_id}-progress", workers=cfg.worker.app_id)
-    board.record({(topic, 0): 3}, {(topic, 0): 1_793_498_400_000})
-    workers = KafkaConsumer(bootstrap_servers=bootstrap(cfg.kafka.url), group_id=cfg.worker.app_id,
-                            enable_auto_commit=False)
-    workers.commit({TopicPartition(topic, 0): OffsetAndMetadata(7, "")})
-    workers.close()
-    progress, ends, starts = board.read(topic, [0])
-    board.close()
+    dead = ProgressBoard(cfg, f"{cfg.worker.app_id}-progress")
+    dead.record({(topic, 0): 3}, {(topic, 0): 1_793_498_400_000})
+    dead.close()
+    reader = ProgressBoard(cfg, f"{cfg.worker.app_id}-progress")
+    progress, ends, starts = reader.read(topic, [0])
+    reader.close()
+    assert settled(progress, ends, starts, 10_000) == 1_793_498_400_000 - 10_000, "held back by 4 records"
+    owner = ProgressBoard(cfg, f"{cfg.worker.app_id}-progress")  # a new process: nothing known yet
+    owner.catch_up({(topic, 0): 7})
+    owner.catch_up({(topic, 0): 5})  # an older commit read late: no step back
+    progress, ends, starts = owner.read(topic, [0])
+    owner.close()
     assert (progress[0].offset, progress[0].event_time, ends[0]) == (7, 1_793_498_400_000, 7)
     assert settled(progress, ends, starts, 10_000) is None, "nothing left to store holds nobody back"

@@ -14,9 +14,9 @@ Records beyond a partition's progress are assumed no more than `lateness` older 
 time already stored from it (bounded out-of-orderness, the usual watermark heuristic); a partition
 with nothing left to store does not hold anyone back (Flink's idleness). A partition with records
 to store and no progress recorded yet holds everything back until it has. A worker killed between
-its commit and its progress record leaves the board behind; the workers' committed offsets, read
-beside it (pipeline.kafka.ProgressBoard), say what is stored, so such a partition does not hold the
-stages back for good once nothing is left in it.
+its commit and its progress record leaves the board behind; the partition's next owner records
+progress at the committed offset when it is assigned (agents/app.py), so such a partition does not
+hold the stages back for good once nothing is left in it.
 """
 
 from __future__ import annotations
