@@ -74,7 +74,7 @@ def run_demo(cfg: Config, seconds: float = 30.0, rate: float = 1500.0, seed: int
         # stage through Kafka: wait until the worker forwards and alerts nothing more.
         console.print("[dim]letting the worker's timers run…[/]")
         # Findings made at a tick (deadlines, sanctions) reach their alert stage through Kafka.
-        time.sleep(3 * cfg.worker.timer_seconds + 3)
+        time.sleep(6 * cfg.worker.timer_seconds + 5)  # a big first tick (the escalations) takes seconds
         worker.terminate()
         worker.wait(60)
         worker = None
