@@ -93,13 +93,12 @@ class ContentDetector:
         if event["msg_type"] in EXEMPT_TYPES:
             return Outcome()
         content = self.policy.content_for(event["org_id"], event["group_id"])
-        folded, evidence = self.evidence(event, content, state)
+        folded, evidence, hits = self.evidence(event, content, state)
         findings = [self._finding(event, rule, sev, ev) for rule, (sev, ev) in evidence.items()
                     if content.enabled(rule)]
         matcher = self._prepare(content)[1]
         new = next_state(folded, event["ts"], event["msg_id"], event["org_id"], matcher.max_len - 1)
-        cues = _carried(state, cue_hits(folded), event["msg_id"], event["ts"],
-                        event["ts"] - content.split_window_seconds * 1000)
+        cues = _carried(state, hits, event["msg_id"], event["ts"], event["ts"] - content.split_window_seconds * 1000)
         if cues and new is not None:
             new["cues"] = cues
         return Outcome(findings, state=new)
@@ -119,8 +118,8 @@ class ContentDetector:
     # --- evidence -----------------------------------------------------------------------------
 
     def evidence(self, event: dict[str, Any], content: Content,
-                 state: Any) -> tuple[str, dict[str, tuple[str, dict[str, Any]]]]:
-        """The folded text and rule → (severity, evidence) for one message."""
+                 state: Any) -> tuple[str, dict[str, tuple[str, dict[str, Any]]], dict[str, dict[str, str]]]:
+        """The folded text, rule → (severity, evidence) for one message, and its cues (`cue_hits`)."""
         text = event["text"] or ""
         folded, from_text = self._text_evidence(content, text, bool(event["urls"]))
         out: dict[str, tuple[str, dict[str, Any]]] = {}
@@ -138,8 +137,9 @@ class ContentDetector:
                 _add(out, f"content.{term.category}", term.severity, "matches", {
                     "term": term.term, "field": "text", "split": True,
                     "previous_msg_id": state["msg_id"], "normalized": (state["tail"] + folded)})
-        window = content.split_window_seconds * 1000
-        for rule, severity, item in _across(state, cue_hits(folded), discussed(folded), event["ts"] - window):
+        hits = cue_hits(folded)  # this message's cues: for combinations across messages, and kept in the state
+        for rule, severity, item in _across(state, hits, discussed(folded),
+                                            event["ts"] - content.split_window_seconds * 1000):
             if rule not in out or "combinations" not in out[rule][1]:
                 _add(out, rule, severity, "combinations", item)
         if event["msg_type"] == "red_packet":
@@ -155,7 +155,7 @@ class ContentDetector:
                 out["conduct.quiet_hours"] = ("low", {
                     "local_time": local.strftime("%Y-%m-%d %H:%M"), "quiet_hours": [str(start)[:5], str(end)[:5]],
                     "tz": str(tz)})
-        return folded, out
+        return folded, out, hits
 
     def _text_evidence(self, content: Content, text: str, has_urls: bool) -> tuple[str, tuple[_Entry, ...]]:
         """Everything that depends on the text alone, cached per policy setting and text: chat
