@@ -274,10 +274,9 @@ def register(app: QunguardApp, cfg: Config) -> DeliveryPath:
             log.warning("timers skipped: %s: %s", type(exc).__name__, exc)
             return
         wall = int(time.time() * 1000)
-        # Caught up, the latest event time seen is a moment that has come too; never past the wall
-        # clock, though: one future-dated event must not fire every deadline at once.
-        now = max(wall - int(cfg.worker.timer_grace_seconds * 1000), min(engine.watermark, wall))
-        await path.tick(now, owned, held)
+        grace = int(cfg.worker.timer_grace_seconds * 1000)
+        bounds = path.event_clock.bounds(wall, grace, owned)  # event time while producers send
+        await path.tick(max(bounds.values(), default=wall - grace), owned, held, bounds)
 
     return path
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import heapq
 import logging
-from collections.abc import Collection, Iterable, MutableMapping
+from collections.abc import Collection, Iterable, Mapping, MutableMapping
 from typing import Any
 
 from pipeline.alerting.route import route
@@ -101,19 +101,22 @@ class Engine:
 
     # --- timers -------------------------------------------------------------------------------
 
-    def tick(self, now: int, partitions: Collection[int] | None = None, settled: int | None = None) -> Outcome:
+    def tick(self, now: int, partitions: Collection[int] | None = None, settled: int | None = None,
+             bounds: Mapping[int, int] | None = None) -> Outcome:
         """What is due at `now`; with `partitions`, only keys whose events come from those; with
-        `settled`, detectors that `settles` go no further than it. With `loopback` (replay), what
-        a tick forwards is processed and ticked too: stage by stage in the order of DETECTORS, so
-        that a stage fed by another's timers (the ladder by deadlines, the alerts by both) has all
-        its inputs up to `now` before it ticks, as the stream's settled moment gives it."""
+        `settled`, detectors that `settles` go no further than it; with `bounds`, the keys of a
+        partition no further than its bound (the worker's event clock, delivery/clock.py). With
+        `loopback` (replay), what a tick forwards is processed and ticked too: stage by stage in
+        the order of DETECTORS, so that a stage fed by another's timers (the ladder by deadlines,
+        the alerts by both) has all its inputs up to `now` before it ticks, as the stream's settled
+        moment gives it."""
         if not self.loopback:
-            return self._tick(now, partitions, settled)
+            return self._tick(now, partitions, settled, bounds)
         result = Outcome()
         for _ in range(TICKS_PER_KEY):
             forwarded = False
             for i in range(len(self.detectors)):
-                out = self._tick(now, partitions, settled, only=i)
+                out = self._tick(now, partitions, settled, bounds, only=i)
                 forwarded = forwarded or bool(out.forward)
                 _merge(result, out)
                 self._loop_back(result)
@@ -144,7 +147,7 @@ class Engine:
             result.forward.extend(later)
 
     def _tick(self, now: int, partitions: Collection[int] | None, settled: int | None,
-              only: int | None = None) -> Outcome:
+              bounds: Mapping[int, int] | None = None, only: int | None = None) -> Outcome:
         """One pass over what is due, detector by detector in the order of DETECTORS (or only the
         detector at index `only`)."""
         result = Outcome()
@@ -153,7 +156,9 @@ class Engine:
             if (partitions is not None and partition not in partitions) or (only is not None and i != only):
                 continue
             det = self.detectors[i]
-            until = min(now, settled) if settled is not None and getattr(det, "settles", False) else now
+            until = now if bounds is None or partition is None else min(now, bounds.get(partition, now))
+            if settled is not None and getattr(det, "settles", False):
+                until = min(until, settled)
             ctx = Context(until)
             store = self.stores[det.name]
             while heap and heap[0][0] <= until:

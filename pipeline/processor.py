@@ -9,7 +9,7 @@ a dead letter too ("detector error"), and the records after it go on.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -103,13 +103,14 @@ class Processor:
         return batch
 
     def tick(self, partitions: Collection[int] | None = None, now: int | None = None,
-             settled: int | None = None) -> Batch:
+             settled: int | None = None, bounds: Mapping[int, int] | None = None) -> Batch:
         """Timers at `now` (default: the latest event time seen): findings whose moment has come, the
         owners' reminders, state released. Rows carry the timer as their source, offset = `now`.
-        `settled`: how far the stages fed from other partitions may go (Engine.tick)."""
+        `settled` and `bounds`: how far the stages fed from other partitions and each partition may
+        go (Engine.tick)."""
         now = self.engine.watermark if now is None else now
         batch = Batch()
-        out = self.engine.tick(now, partitions, settled)
+        out = self.engine.tick(now, partitions, settled, bounds)
         for i, finding in enumerate(out.findings):
             batch.rows["findings"].append(finding_row(finding, Source(self.timer_topic, 0, now, i)))
         batch.findings = out.findings

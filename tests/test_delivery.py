@@ -16,10 +16,11 @@ import pytest
 
 from agents.stores import TableStore
 from pipeline.config import load_config
+from pipeline.delivery.clock import EventClock
 from pipeline.delivery.order import GIVE_UP_SEEKS, SEEK_AGAIN_SECONDS, OrderGate
 from pipeline.delivery.path import DeliveryPath, Record, StateSnapshot
-from pipeline.delivery.settled import Progress, settled
-from pipeline.devtools.simulate import Simulator
+from pipeline.delivery.settled import EARLIEST, Progress, settled
+from pipeline.devtools.simulate import START_TS, Simulator
 from pipeline.engine import Engine
 from pipeline.processor import Batch, Processor
 from pipeline.replay import replay
@@ -77,6 +78,22 @@ def test_gate_moves_on_over_offsets_that_do_not_exist():
     clock.t += SEEK_AGAIN_SECONDS + 0.1
     assert gate.seeks() == {(TOPIC, 0): 13}
     assert gate.admit((TOPIC, 0), 13)
+
+
+def test_event_clock_follows_event_time_while_busy_and_the_wall_clock_once_quiet():
+    clock = Clock()
+    ec = EventClock(clock)
+    wall, grace = 10_000_000, 2_000
+    ec.assigned(0)
+    ec.assigned(1)
+    assert ec.bounds(wall, grace, [0, 1]) == {0: EARLIEST, 1: EARLIEST}  # just assigned: wait for reads
+    ec.read({0: 5_000_000, 1: wall + 3_600_000})  # old traffic; a future-dated event
+    assert ec.bounds(wall, grace, [0, 1]) == {0: 5_000_000 - grace, 1: wall - grace}
+    ec.read({0: 4_000_000})  # an earlier event never moves the clock back
+    clock.t += 1.9
+    assert ec.bounds(wall, grace, [0])[0] == 5_000_000 - grace
+    clock.t += 0.1  # nothing read for the grace: idle, the wall clock's moment
+    assert ec.bounds(wall, grace, [0, 1, 2]) == {0: wall - grace, 1: wall, 2: wall - grace}
 
 
 def test_caught_up_is_measured_from_the_high_watermark():
@@ -183,7 +200,7 @@ class KillingSink(ClickHouseSink):
         return n
 
 
-def _worker(kafka: FakeKafka, backend, cfg, kill: tuple[str, int] | None):
+def _worker(kafka: FakeKafka, backend, cfg, kill: tuple[str, int] | None, clock=time.monotonic):
     """A worker process as a restart finds things: state recovered from the changelog."""
     engine = Engine()
     stores = {}
@@ -199,7 +216,32 @@ def _worker(kafka: FakeKafka, backend, cfg, kill: tuple[str, int] | None):
         sink.kill_after_write = at
     if where == "before-write":
         sink.kill_before_write = at
-    return DeliveryPath(Processor(cfg, engine), sink, ports), engine
+    return DeliveryPath(Processor(cfg, engine), sink, ports, clock=clock), engine
+
+
+async def _consume(path: DeliveryPath, kafka: FakeKafka, rng: random.Random, chunk: int = 7) -> None:
+    """Read the log to its end, as a consumer does; deliver out of order and twice now and then."""
+    while True:
+        # The consumer fetches where the worker expects the next record (its seeks).
+        pos = {p: path.gate.position((TOPIC, p)) or kafka.committed.get((TOPIC, p), 0) for p in range(PARTS)}
+        batch = []
+        for p in range(PARTS):
+            for off in range(pos[p], min(pos[p] + chunk, len(kafka.log[p]))):
+                value, internal = kafka.log[p][off]
+                batch.append(Record(value, TOPIC, p, off, internal))
+        if not batch:
+            break
+        if len(batch) > 2 and rng.random() < 0.2:  # a redelivery, and a record that overtook others
+            batch = batch[: len(batch) // 2] + batch[1:]
+            batch.insert(0, batch.pop())
+        await path.submit(batch)
+        if path.broken is not None:
+            raise path.broken
+    # as the worker's timer does: a partition with nothing new since its commit starts there
+    unknown = [(TOPIC, p) for p in range(PARTS) if not path.gate.knows((TOPIC, p))]
+    if unknown:
+        path.assigned(await path.ports.start_offsets(unknown))
+    assert path.gate.caught_up({(TOPIC, p): len(kafka.log[p]) for p in range(PARTS)})
 
 
 async def _run(kafka: FakeKafka, backend, cfg, kills: list[tuple[str, int]], until: int, rng: random.Random,
@@ -211,27 +253,7 @@ async def _run(kafka: FakeKafka, backend, cfg, kills: list[tuple[str, int]], unt
     while True:
         path, engine = _worker(kafka, backend, cfg, kills.pop(0) if kills else None)
         try:
-            while True:
-                # The consumer fetches where the worker expects the next record (its seeks).
-                pos = {p: path.gate.position((TOPIC, p)) or kafka.committed.get((TOPIC, p), 0) for p in range(PARTS)}
-                batch = []
-                for p in range(PARTS):
-                    for off in range(pos[p], min(pos[p] + chunk, len(kafka.log[p]))):
-                        value, internal = kafka.log[p][off]
-                        batch.append(Record(value, TOPIC, p, off, internal))
-                if not batch:
-                    break
-                if len(batch) > 2 and rng.random() < 0.2:  # a redelivery, and a record that overtook others
-                    batch = batch[: len(batch) // 2] + batch[1:]
-                    batch.insert(0, batch.pop())
-                await path.submit(batch)
-                if path.broken is not None:
-                    raise path.broken
-            # as the worker's timer does: a partition with nothing new since its commit starts there
-            unknown = [(TOPIC, p) for p in range(PARTS) if not path.gate.knows((TOPIC, p))]
-            if unknown:
-                path.assigned(await path.ports.start_offsets(unknown))
-            assert path.gate.caught_up({(TOPIC, p): len(kafka.log[p]) for p in range(PARTS)})
+            await _consume(path, kafka, rng, chunk)
             # caught up: the timer fires, then everything is stored; the second tick sees the
             # progress the first one's write recorded (the member stage waits for it)
             for _ in range(2):
@@ -249,9 +271,9 @@ async def _run(kafka: FakeKafka, backend, cfg, kills: list[tuple[str, int]], unt
             path.sink.stop()
 
 
-def _events(n: int, seed: int) -> list[tuple[bytes, bytes]]:
+def _events(n: int, seed: int, linger_ms: int | None = None) -> list[tuple[bytes, bytes]]:
     sim = Simulator(orgs=2, groups=12, members=8, seed=seed)
-    return [(r.key, r.value) for r in sim.records(n, malformed=12, envelope=5)]
+    return [(r.key, r.value) for r in sim.records(n, malformed=12, envelope=5, linger_ms=linger_ms)]
 
 
 @pytest.mark.parametrize("kills", [
@@ -296,6 +318,51 @@ def test_killed_anywhere_the_path_stores_everything_once_and_agrees_with_replay(
     assert {p: (g.offset, g.event_time) for p, g in kafka.progress.items()} == {
         p: (len(kafka.log[p]), latest[p]) for p in range(PARTS)}
     backend.close()
+
+
+def test_timers_caught_up_with_a_producer_still_sending_old_traffic_agree_with_replay(tmp_path):
+    """Last month's traffic produced now (a bridge catching up, a backlog): the worker is caught up
+    between the producer's sends and its timer fires on today's wall clock. Deadlines must wait for
+    the answers still to come (each partition's event time), and fire once the producer is quiet."""
+    grace = 2_000
+    records = _events(3000, seed=12, linger_ms=grace // 2)  # as a bridge sends: bounded lateness
+    lines = b"\n".join(v for _, v in records).splitlines()
+    wall = START_TS + 60 * 86_400_000  # today: the traffic is from weeks before
+    expected = replay(lines, until=wall)
+    assert any(f["rule"].startswith("deadline.") for f in expected.findings)  # the traffic has deadlines
+    backend = connect(f"chdb:{tmp_path / 'db'}")
+    migrate(backend)
+    cfg = load_config(env={"QG_KAFKA_TOPIC_PREFIX": "t.", "QG_SINK_BATCH_ROWS": "500"})
+    clock = Clock()
+    kafka = FakeKafka()
+    rng = random.Random(6)
+
+    async def timer(path: DeliveryPath) -> None:
+        bounds = path.event_clock.bounds(wall, grace, range(PARTS))
+        held = settled(kafka.progress, {p: len(kafka.log[p]) for p in range(PARTS)}, {}, grace)
+        await path.tick(max(bounds.values()), range(PARTS), held, bounds)
+        await path.drain(30)
+
+    async def go() -> None:
+        path, _ = _worker(kafka, backend, cfg, None, clock=clock)
+        for start in range(0, len(records), 60):  # the producer sends; the worker keeps up
+            for key, value in records[start:start + 60]:
+                kafka.append(key, value)
+            await _consume(path, kafka, rng)
+            clock.t += 0.2
+            await timer(path)
+        clock.t += grace / 1000  # the producer is done: quiet partitions follow the wall clock
+        for _ in range(4):
+            await _consume(path, kafka, rng)
+            await timer(path)
+
+    try:
+        asyncio.run(go())
+        stored = {r[0]: r[1] for r in backend.query(f"SELECT finding_id, rule FROM {backend.database}.findings")}
+    finally:
+        backend.close()
+    want = {f["finding_id"]: f["rule"] for f in expected.findings}
+    assert stored == want, sorted({*stored.items()} ^ {*want.items()})[:10]
 
 
 # --- the steps' order and the write in flight -------------------------------------------------

@@ -28,10 +28,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from pipeline.delivery.clock import EventClock
 from pipeline.delivery.order import TP, OrderGate
 from pipeline.processor import Batch, Processor
 from pipeline.sink.writer import SinkStopped
@@ -98,6 +99,7 @@ class DeliveryPath:
         self.ports = ports
         self.clock = clock
         self.gate = OrderGate(clock)
+        self.event_clock = EventClock(clock)  # how far each partition's timers may go (clock.py)
         self.lock = asyncio.Lock()  # detection and timers see the state one at a time
         self.on_fatal = on_fatal or (lambda exc: None)
         self.broken: BaseException | None = None
@@ -136,14 +138,16 @@ class DeliveryPath:
         return self.processor.process(
             (r.value, Source(r.topic, r.partition, r.offset), r.internal) for r in records)
 
-    async def tick(self, now: int, partitions: Collection[int], settled: int | None = None) -> Batch:
-        """Timers at `now` for the partitions this worker owns, through the same steps; the stages
-        fed from other partitions no further than `settled` (settled.py)."""
+    async def tick(self, now: int, partitions: Collection[int], settled: int | None = None,
+                   bounds: Mapping[int, int] | None = None) -> Batch:
+        """Timers at `now` for the partitions this worker owns, through the same steps; each
+        partition no further than its `bounds` (clock.py), the stages fed from other partitions no
+        further than `settled` (settled.py)."""
         async with self.lock:
             if self._closing:
                 return Batch()
             try:
-                batch = await asyncio.to_thread(self.processor.tick, partitions, now, settled)
+                batch = await asyncio.to_thread(self.processor.tick, partitions, now, settled, bounds)
                 await self._after_detect(batch, {}, 0, force=len(batch) > 0)
             except BaseException as exc:
                 self.fail(exc)
@@ -165,6 +169,7 @@ class DeliveryPath:
         state = self.ports.snapshot_state()  # before anything else can change it
         for tp, t in batch.event_time.items():
             self._times[tp] = max(t, self._times.get(tp, t))
+        self.event_clock.read({tp[1]: t for tp, t in batch.event_time.items()})
         batch = await asyncio.to_thread(self.sink.admit, batch)  # collect
         await self.ports.publish(batch)
         for store, keys in state.items():
@@ -243,6 +248,7 @@ class DeliveryPath:
         for tp, start in starts.items():
             if not self.gate.knows(tp):
                 self.gate.assign(tp, start)
+                self.event_clock.assigned(tp[1])
 
     def revoked(self, tps: Collection[TP]) -> None:
         """Call holding `lock`, after `drain`."""

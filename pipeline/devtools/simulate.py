@@ -297,17 +297,28 @@ class Simulator:
         value = v if isinstance(v, bytes) else orjson.dumps(v)
         return Record(gid.encode(), value, [], 1)
 
-    def records(self, n: int, malformed: int = 0, envelope: int = 1) -> Iterator[Record]:
+    def records(self, n: int, malformed: int = 0, envelope: int = 1, linger_ms: int | None = None) -> Iterator[Record]:
         """`n` valid events as records (envelopes of up to `envelope` events of one group), with
-        `malformed` bad records spread evenly among them."""
+        `malformed` bad records spread evenly among them. With `linger_ms`, an envelope also goes
+        once its first event is that much older (event time) than the next event, as a bridge's
+        linger sends it: events then reach Kafka less than `linger_ms` out of event-time order, the
+        bounded lateness the worker's timers assume (delivery/clock.py). Without it, a quiet group's
+        envelope waits until it is full, which only a run judged after it ends can tolerate."""
         spacing = max(1, n // malformed) if malformed else 0
         bad_made = 0
-        pending: dict[str, list[dict[str, Any]]] = {}
+        pending: dict[str, list[dict[str, Any]]] = {}  # insertion order = order of their first event
         for i, ev in enumerate(self.events(n)):
             if spacing and i % spacing == spacing - 1 and bad_made < malformed:
                 yield self.malformed(bad_made)
                 bad_made += 1
             key = ev.get("group_id") or ev.get("user_id") or ev["org_id"]
+            if linger_ms is not None:
+                while pending:
+                    first = next(iter(pending))
+                    if ev["ts"] - pending[first][0]["ts"] < linger_ms:
+                        break
+                    buf = pending.pop(first)
+                    yield Record(first.encode(), orjson.dumps(buf), [e["event_id"] for e in buf])
             if envelope <= 1:
                 yield Record(key.encode(), orjson.dumps(ev), [ev["event_id"]])
                 continue

@@ -36,8 +36,10 @@ def _setup(tmp_path: Path, kafka_url: str, clickhouse_url: str) -> Config:
 
 
 def _traffic(seed: int, events: int = 8000) -> list[Record]:
+    """Envelopes as a bridge sends them: a group's events within a second of event time (less than
+    the timers' grace, so the worker's timers may fire while the producer still sends)."""
     sim = Simulator(orgs=2, groups=40, members=10, seed=seed)
-    return list(sim.records(events, malformed=30, envelope=10))
+    return list(sim.records(events, malformed=30, envelope=10, linger_ms=1000))
 
 
 def _expected(records: list[Record], extra_lines: list[bytes] = ()):
