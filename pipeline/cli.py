@@ -169,6 +169,38 @@ def _check_row(item: dict) -> tuple[str, str, str, str]:
     return str(what), f"{span[0]}-{span[1]}" if span else "", str(original), str(detail)
 
 
+def cmd_learn(cfg: Config, args: argparse.Namespace) -> int:
+    """Retrain the content classifier from the reviewers' verdicts (pipeline/review/learn.py)."""
+    from pathlib import Path
+
+    from pipeline.detectors.content.classifier import default_model, load
+    from pipeline.review.learn import relearn, verdict_examples
+    from pipeline.sink import queries
+    from pipeline.sink.backends import connect
+
+    prior = load(Path(args.model)) if args.model else default_model()
+    backend = connect(cfg.clickhouse.url)
+    try:
+        reviewed = backend.query(queries.reviewed_content(backend.database, args.org))
+    finally:
+        backend.close()
+    examples = verdict_examples(reviewed, prior.labels)
+    if not examples:
+        print(f"qunguard learn: nothing to learn ({len(reviewed)} reviewed content findings, none of the classes "
+              f"{', '.join(prior.labels)})")
+        return 0
+    model, changes = relearn(prior, examples, epochs=args.epochs)
+    for e, before, after in changes:
+        verdict = f"content.{e.only} " + ("confirmed" if e.label else "withdrawn")
+        print(f"{verdict}\t{before:.2f} → {after:.2f}\t{e.text[:60]}")
+    out = Path(args.out)
+    model.dump(out, header=[f"qunguard learn: {prior.source or 'the shipped weights'}",
+                            f"moved by {len(examples)} verdicts" + (f" of org {args.org}" if args.org else "")])
+    print(f"qunguard learn: {len(examples)} verdicts; wrote {out}. To use it: content.classifier.model: {out} "
+          "in the policy (remove the key to go back)")
+    return 0
+
+
 def cmd_check(cfg: Config, args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -192,7 +224,11 @@ def cmd_check(cfg: Config, args: argparse.Namespace) -> int:
         # a combination is one row per cue: every one of them had to be there
         cues = [{**cue, "term": f"{group} (all of {'+'.join(c['combination'])})"}
                 for c in ev.get("combinations", []) for group, cue in c["combination"].items()]
-        for item in ev.get("matches", []) + cues + ev.get("personal", []) + ev.get("links", []) or [ev]:
+        # a classifier decision: its score against the threshold, and the n-grams that weighed most
+        scored = [{"term": f"classifier: {c['class']} {c['score']:.2f} ≥ {c['threshold']}",
+                   "normalized": "  ".join(f"{g} {w:+.2f}" for g, w in c["ngrams"])}
+                  for c in ev.get("classifier", [])]
+        for item in ev.get("matches", []) + cues + scored + ev.get("personal", []) + ev.get("links", []) or [ev]:
             table.add_row(f["rule"], f["severity"], *_check_row(item))
     Console().print(table)
     return 1 if findings else 0
@@ -296,6 +332,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--min", type=int, default=2, help="suggest: false positives a context needs")
     s.add_argument("--accept", action="store_true", help="suggest: write the suggestions into the policy file")
     s.set_defaults(fn=cmd_policy)
+
+    s = sub.add_parser("learn", help="retrain the content classifier from the reviewers' verdicts")
+    s.add_argument("--out", required=True, help="the model file to write (point content.classifier.model at it)")
+    s.add_argument("--org", help="only this org's verdicts")
+    s.add_argument("--model", help="the model to start from (default: the shipped weights)")
+    s.add_argument("--epochs", type=int, default=20)
+    s.set_defaults(fn=cmd_learn)
 
     s = sub.add_parser("check", help="run the content rules on one text; exit 1 when anything is found")
     s.add_argument("text")

@@ -127,6 +127,29 @@ class Lexicon(_Model):
         return v
 
 
+# Chosen on the held-out corpora (README, "Detection"): fraud at 0.9 flags none of 5,000 ordinary
+# work-chat messages; insults are harder to tell from rude talk, so a lower bar with lower recall.
+DEFAULT_THRESHOLDS: dict[str, float | None] = {"fraud": 0.9, "insult": 0.8}
+
+
+class Classifier(_Model):
+    """The statistical content classifier (pipeline/detectors/content/classifier.py): per class, the
+    score at or above which it is a finding of `content.<class>`; null switches a class off."""
+
+    model: str | None = None  # a model file (`qunguard learn --out`); None: the shipped weights
+    thresholds: dict[str, float | None] = Field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
+
+    @field_validator("thresholds")
+    @classmethod
+    def _thresholds(cls, v: dict[str, float | None]) -> dict[str, float | None]:
+        for label, t in v.items():
+            if f"content.{label}" not in RULES:
+                raise ValueError(f"{label}: no rule content.{label}")
+            if t is not None and not 0 < t <= 1:
+                raise ValueError(f"{label}: a threshold is a score above 0 and at most 1")
+        return v
+
+
 class Content(_Model):
     disabled: tuple[str, ...] = ()
     max_chars: int = Field(200, ge=1)
@@ -137,6 +160,7 @@ class Content(_Model):
     lexicon: Lexicon = Lexicon()
     patterns: dict[str, tuple[str, ...]] = Field(default_factory=dict)
     split_window_seconds: int = Field(60, ge=0)
+    classifier: Classifier | None = Classifier()
 
     _rules = field_validator("disabled")(classmethod(lambda cls, v: _known_rules(v, RULES)))
 

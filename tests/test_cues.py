@@ -115,7 +115,10 @@ def test_a_combination_spread_over_one_senders_messages_within_the_window():
     from pipeline.detectors import Context
     from tests.test_content import message
 
-    detector = ContentDetector()
+    from pipeline.policy import Policy
+
+    cues_only = Policy({"content": {"classifier": None}})  # the ask alone is the classifier's to judge
+    detector = ContentDetector(cues_only)
     claim = message("我是王总，在开会不方便说话", n=1)
     ask = message("你先帮我转一笔款到这个账户", ts=claim["ts"] + 20_000, n=2)
     state = detector.on_event(claim, None, Context(0)).state
@@ -133,7 +136,8 @@ def test_a_combination_spread_over_one_senders_messages_within_the_window():
     from pipeline.replay import replay
 
     def fraud(*events: dict) -> list[str]:
-        return [f["msg_id"] for f in replay([orjson.dumps(e) for e in events]).findings if f["rule"] == "content.fraud"]
+        return [f["msg_id"] for f in replay([orjson.dumps(e) for e in events], policy=cues_only).findings
+                if f["rule"] == "content.fraud"]
 
     assert fraud(claim, ask) == ["m2"]
     assert fraud(claim, message("你先帮我转一笔款到这个账户", ts=claim["ts"] + 20_000, n=4, sender="u2")) == []

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from pipeline.detectors import EXEMPT_TYPES, KEEP, Context, Outcome
+from pipeline.detectors.content.classifier import Model, default_model, model_at
 from pipeline.detectors.content.cues import combinations, cue_hits, discussed, find_combinations, needs
 from pipeline.detectors.content.lexicon import is_reminder, matcher_for
 from pipeline.detectors.content.links import allowed, find_links
@@ -84,7 +86,9 @@ class ContentDetector:
         self.policy = policy or Policy()
         self._prepared: dict[int, tuple[Content, Matcher, list[tuple[str, re.Pattern[str]]]]] = {}
         self._texts: dict[tuple[int, str, bool], tuple[str, tuple[_Entry, ...]]] = {}
+        self._models: dict[int, tuple[Content, Model | None]] = {}
         self._prepare(self.policy.default)  # a bad lexicon file stops start-up, not the first message
+        self._model(self.policy.default)
 
     def state_key(self, event: dict[str, Any]) -> str:
         return f"{event['group_id']}\x1f{event['sender_id']}"
@@ -173,6 +177,7 @@ class ContentDetector:
                 entries += self._links(content, text, ())
             entries += [(rule, severity, "combinations", item)
                         for rule, severity, item in find_combinations(text, folded)]
+            entries += self._classified(content, folded)
             talked_about = discussed(folded)  # an anti-fraud advisory names the tricks it warns of
             if talked_about:
                 entries = [e for e in entries if e[0] not in talked_about]
@@ -183,6 +188,32 @@ class ContentDetector:
             self._texts.pop(next(iter(self._texts)))  # oldest first: dicts keep insertion order
         self._texts[key] = result
         return result
+
+    def _classified(self, content: Content, folded: str) -> list[_Entry]:
+        """The classifier's classes at or above the policy's thresholds (medium: a statistical
+        judgement, for a reviewer to confirm), with the n-grams that weighed most."""
+        model = self._model(content)
+        if model is None or content.classifier is None:
+            return []
+        thresholds = content.classifier.thresholds
+        wanted = [label for label, t in thresholds.items() if t is not None]
+        return [(f"content.{s.label}", "medium", "classifier", s.evidence(thresholds[s.label] or 1.0))
+                for s in model.score(folded, wanted) if s.probability >= (thresholds[s.label] or 1.0)]
+
+    def _model(self, content: Content) -> Model | None:
+        """The classifier model of one policy setting: its own file, or the shipped weights."""
+        found = self._models.get(id(content))
+        if found is None or found[0] is not content:
+            c = content.classifier
+            if c is None or not any(t is not None for t in c.thresholds.values()):
+                model = None
+            elif c.model is None:
+                model = default_model()
+            else:
+                path = Path(c.model)
+                model = model_at(str(path if path.is_absolute() else self.policy.base_dir / path))
+            found = self._models[id(content)] = (content, model)
+        return found[1]
 
     @staticmethod
     def _links(content: Content, text: str, urls: Iterable[str]) -> list[_Entry]:
