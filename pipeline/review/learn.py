@@ -34,19 +34,20 @@ class Example:
 
 def train(examples: Sequence[Example], labels: Iterable[str], prior: Model | None = None, epochs: int = 6,
           rate: float = 0.5, l2: float = 1e-5, seed: int = 0, max_features: int = 20_000) -> Model:
-    docs = [(features(fold(e.text)), e.label, e.only) for e in examples if e.text]
+    folded = [(fold(e.text), e) for e in examples if e.text]
+    docs = [(features(f), scale_of(f), e.label, e.only) for f, e in folded]
     weights: dict[str, dict[str, float]] = {}
     for label in sorted(set(labels)):
         base = dict(prior.weights.get(label, {})) if prior is not None else {}
-        mine = [(f, 1.0 if lab == label else 0.0) for f, lab, only in docs if only in (None, label)]
-        positives = sum(y for _, y in mine)
+        mine = [(f, x, 1.0 if lab == label else 0.0) for f, x, lab, only in docs if only in (None, label)]
+        positives = sum(y for _, _, y in mine)
         if not mine or positives == 0 and not base:
             continue
         weights[label] = _fit(mine, base, epochs, rate, l2, random.Random(seed), max_features)
     return Model(weights, "trained")
 
 
-def _fit(docs: list[tuple[set[str], float]], prior: dict[str, float], epochs: int, rate: float,
+def _fit(docs: list[tuple[set[str], float, float]], prior: dict[str, float], epochs: int, rate: float,
          l2: float, rng: random.Random, max_features: int) -> dict[str, float]:
     w = dict(prior)
     squares: dict[str, float] = {}
@@ -54,8 +55,7 @@ def _fit(docs: list[tuple[set[str], float]], prior: dict[str, float], epochs: in
     for _ in range(epochs):
         rng.shuffle(order)
         for i in order:
-            grams, y = docs[i]
-            x = scale_of(len(grams))
+            grams, x, y = docs[i]
             z = w.get(BIAS, 0.0) + x * sum(w.get(g, 0.0) for g in grams)
             p = 1.0 / (1.0 + math.exp(-z)) if z >= -30 else 0.0
             if p == y:

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+import ahocorasick
+
 MODEL_FILE = Path(__file__).resolve().parents[2] / "data" / "classifier" / "model.tsv"
 BIAS = "<bias>"
 MAX_N = 3
@@ -34,8 +36,11 @@ def features(folded: str) -> set[str]:
     return out
 
 
-def scale_of(n: int) -> float:
-    """Each present n-gram's value: 1/√n, so that a long text is not a scam for its many small weights."""
+def scale_of(folded: str) -> float:
+    """Each present n-gram's value: 1/√(the text's 2- and 3-grams), so that a long text is not a
+    scam for its many small weights. Counted from the length, repeats included, so that the check
+    need not build the text's n-grams at all (it finds the model's in one automaton pass)."""
+    n = max(0, len(folded) - 1) + max(0, len(folded) - 2)
     return 1.0 / math.sqrt(n) if n else 0.0
 
 
@@ -54,24 +59,47 @@ class Model:
     def __init__(self, weights: Mapping[str, Mapping[str, float]], source: str = "") -> None:
         self.weights = {label: dict(w) for label, w in weights.items()}
         self.source = source
+        # One lookup per n-gram for every class at once: the check runs on every message.
+        order = self.labels
+        self._index = {label: i for i, label in enumerate(order)}
+        self._bias = [self.weights[label].get(BIAS, 0.0) for label in order]
+        table: dict[str, list[float]] = {}
+        for i, label in enumerate(order):
+            for g, v in self.weights[label].items():
+                if g != BIAS:
+                    table.setdefault(g, [0.0] * len(order))[i] = v
+        self._auto = ahocorasick.Automaton()
+        for g, row in table.items():
+            self._auto.add_word(g, (g, tuple(row)))
+        if table:
+            self._auto.make_automaton()
 
     @property
     def labels(self) -> list[str]:
         return sorted(self.weights)
 
+    def probabilities(self, folded: str) -> dict[str, float]:
+        """Every class's probability for one folded text."""
+        sums = [0.0] * len(self._bias)
+        if folded and self._auto.kind == ahocorasick.AHOCORASICK:
+            present = dict(item for _, item in self._auto.iter(folded))  # each n-gram once
+            for row in present.values():
+                for i, v in enumerate(row):
+                    sums[i] += v
+        scale = scale_of(folded)
+        return {label: _sigmoid(self._bias[i] + scale * sums[i]) for label, i in self._index.items()}
+
+    def explain(self, folded: str, label: str) -> tuple[tuple[str, float], ...]:
+        """The n-grams that weighed most towards `label`, with their share of the decision."""
+        w = self.weights[label]
+        scale = scale_of(folded)
+        present = [(g, w[g] * scale) for g in features(folded) if w.get(g, 0.0) > 0]
+        return tuple(sorted(present, key=lambda p: (-p[1], p[0]))[:EXPLAIN])
+
     def score(self, folded: str, labels: Iterable[str] | None = None) -> list[Score]:
-        grams = features(folded) if folded else set()
-        out = []
-        for label in labels if labels is not None else self.labels:
-            w = self.weights.get(label)
-            if w is None:
-                continue
-            scale = scale_of(len(grams))
-            present = [(g, w[g] * scale) for g in grams if g in w]
-            z = w.get(BIAS, 0.0) + sum(v for _, v in present)
-            top = sorted((p for p in present if p[1] > 0), key=lambda p: (-p[1], p[0]))[:EXPLAIN]
-            out.append(Score(label, _sigmoid(z), tuple(top)))
-        return out
+        probs = self.probabilities(folded)
+        return [Score(label, probs[label], self.explain(folded, label))
+                for label in (labels if labels is not None else self.labels) if label in probs]
 
     def dump(self, path: Path, header: Iterable[str] = ()) -> None:
         lines = [f"# {h}" for h in header]

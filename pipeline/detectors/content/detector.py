@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.detectors import EXEMPT_TYPES, KEEP, Context, Outcome
-from pipeline.detectors.content.classifier import Model, default_model, model_at
+from pipeline.detectors.content.classifier import Model, Score, default_model, model_at
 from pipeline.detectors.content.cues import combinations, cue_hits, discussed, find_combinations, needs
 from pipeline.detectors.content.lexicon import is_reminder, matcher_for
 from pipeline.detectors.content.links import allowed, find_links
@@ -195,10 +195,13 @@ class ContentDetector:
         model = self._model(content)
         if model is None or content.classifier is None:
             return []
-        thresholds = content.classifier.thresholds
-        wanted = [label for label, t in thresholds.items() if t is not None]
-        return [(f"content.{s.label}", "medium", "classifier", s.evidence(thresholds[s.label] or 1.0))
-                for s in model.score(folded, wanted) if s.probability >= (thresholds[s.label] or 1.0)]
+        out: list[_Entry] = []
+        for label, p in model.probabilities(folded).items():
+            threshold = content.classifier.thresholds.get(label)
+            if threshold is not None and p >= threshold:
+                why = Score(label, p, model.explain(folded, label))
+                out.append((f"content.{label}", "medium", "classifier", why.evidence(threshold)))
+        return out
 
     def _model(self, content: Content) -> Model | None:
         """The classifier model of one policy setting: its own file, or the shipped weights."""
