@@ -96,8 +96,9 @@ def test_thresholds_are_per_org_and_a_class_can_be_switched_off():
 
 
 def test_training_moves_the_weights_a_verdict_is_about_and_keeps_the_rest():
-    base = train([Example("请把验证码发给我", "fraud"), Example("明天下午开会", ""), Example("验证码已经发到你手机", "fraud"),
-                  Example("会议改到三点", "")] * 5, ["fraud"], epochs=8)
+    corpus = [Example("请把验证码发给我", "fraud"), Example("明天下午开会", ""),
+              Example("验证码已经发到你手机", "fraud"), Example("会议改到三点", "")]
+    base = train(corpus * 5, ["fraud"], epochs=8)
     assert base.score(fold("请把验证码发给我"), ["fraud"])[0].probability > 0.5
     withdrawn = Example("系统验证码发给我看看", "", only="fraud")  # a reviewer's false positive
     before = base.score(fold(withdrawn.text), ["fraud"])[0].probability

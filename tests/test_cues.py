@@ -113,9 +113,8 @@ def test_notices_are_recognised_in_the_ways_people_write_them():
 
 def test_a_combination_spread_over_one_senders_messages_within_the_window():
     from pipeline.detectors import Context
-    from tests.test_content import message
-
     from pipeline.policy import Policy
+    from tests.test_content import message
 
     cues_only = Policy({"content": {"classifier": None}})  # the ask alone is the classifier's to judge
     detector = ContentDetector(cues_only)
