@@ -57,12 +57,13 @@ def test_precision_recall_and_false_alarms_on_the_held_out_corpora():
                       f"recall={recall:.3f} false alarms={alarms:.3f}")
         assert precision >= 0.8, (label, precision)
         assert recall >= (0.8 if label == "fraud" else 0.2), (label, recall)
-    # ordinary conversation (films, travel, hotels with their telephone numbers) is not fraud
+    # ordinary conversation (films, travel, hotels with their telephone numbers): every content rule
     ordinary = [text for source, _, text in rows if source in ("kdconv", "crosswoz")]
-    flagged = [t for t in ordinary if rules(t) & {"content.fraud", "content.insult"}]
-    REPORT.append(f"classifier: {len(flagged)} of {len(ordinary)} held-out ordinary conversation messages flagged "
-                  f"as fraud or insult by the content detector")
-    assert len(flagged) / len(ordinary) <= 0.01, flagged[:5]
+    flagged = {t: found for t in ordinary if (found := rules(t) - {"conduct.quiet_hours", "content.too_long"})}
+    REPORT.append(f"content rules on {len(ordinary)} held-out ordinary conversation messages (KdConv, CrossWOZ): "
+                  f"{len(flagged)} flagged ({len(flagged) / len(ordinary):.2%}): "
+                  + "; ".join(f"{sorted(r)} {t[:24]}" for t, r in flagged.items()))
+    assert len(flagged) / len(ordinary) <= 0.003, flagged
 
 
 def test_a_decision_is_explained_by_the_ngrams_that_weighed_most(capsys, monkeypatch):

@@ -214,3 +214,14 @@ def test_the_timer_keeps_split_state_for_the_groups_own_window():
     assert f["rule"] == "content.gambling"
     engine.tick(DAY + 180_000 + 301_000)
     assert not engine.stores["content"]
+
+
+def test_characters_split_into_their_parts_are_put_back_together():
+    detector = ContentDetector()
+    [cult] = [f for f in detector.on_event(message("大家来炼氵去轮工力吧"), None, Context(0)).findings
+              if f["rule"] == "content.cult"]
+    [match] = cult["evidence"]["matches"]
+    assert match["term"] == "法轮功" and match["text"] == "氵去轮工力" and match["span"] == [4, 9]
+    assert "content.gambling" in rules("晚上一起贝者十尃，带你上岸", detector)
+    # the parts side by side in ordinary text are not a term (no term is one split character)
+    assert rules("我女票说周末加班，木仓库那边的石马头要修", detector) == set()

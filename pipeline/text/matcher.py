@@ -7,12 +7,14 @@
   words (口交 is not in 路口/交通).
 - Allow-list entries name harmless contexts: a hit that lies inside an allowed phrase (黄色 inside
   黄色预警) is suppressed.
+- Terms are also matched with their characters split into parts (氵去 for 法; `splits`, from
+  pipeline/data/lexicon/splits.tsv), the span pointing at the parts the member wrote.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import ahocorasick
@@ -37,14 +39,32 @@ class Match:
     normalized: str
 
 
+def split_forms(key: str, splits: Mapping[str, str], most: int = 4) -> list[str]:
+    """A normalised term written with some of its characters split into their parts (氵去轮功,
+    氵去轮工力 …): every choice of splittable characters, or, beyond `most` of them, all at once
+    and each one alone."""
+    at = [i for i, c in enumerate(key) if c in splits]
+    if len(at) > most:
+        choices = [at] + [[i] for i in at]
+    else:
+        choices = [[i for b, i in enumerate(at) if mask >> b & 1] for mask in range(1, 1 << len(at))]
+    return ["".join(splits[c] if i in chosen else c for i, c in enumerate(key)) for chosen in choices]
+
+
 class Matcher:
-    def __init__(self, terms: Iterable[Term], allow: Iterable[str] = ()) -> None:
+    def __init__(self, terms: Iterable[Term], allow: Iterable[str] = (),
+                 splits: Mapping[str, str] | None = None) -> None:
         self._auto = ahocorasick.Automaton()
         entries: dict[str, list[tuple[str, Term | str]]] = {}
         for t in terms:
             key = normalize_term(t.term)
-            if key and ("term", t) not in entries.get(key, ()):  # the same term from two sources, once
-                entries.setdefault(key, []).append(("term", t))
+            if not key:
+                continue
+            # A short term that needs jieba's agreement is not split: its parts would be ordinary text.
+            forms = [key] + ([normalize_term(f) for f in split_forms(key, splits)] if splits and not t.boundary else [])
+            for form in forms:
+                if ("term", t) not in entries.get(form, ()):  # the same term from two sources, once
+                    entries.setdefault(form, []).append(("term", t))
         for phrase in allow:
             key = normalize_term(phrase)
             if key:

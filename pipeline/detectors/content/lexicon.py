@@ -93,4 +93,18 @@ def _build(key: _Key) -> Matcher:
         terms.extend(Term(t, cat, "medium") for t in added)
     removed = {normalize_term(t) for t in lexicon.remove}
     terms = [t for t in terms if normalize_term(t.term) not in removed]
-    return Matcher(terms, _phrases("allow.txt") + list(lexicon.allow))
+    return Matcher(terms, _phrases("allow.txt") + list(lexicon.allow), splits=read_splits())
+
+
+@lru_cache(maxsize=1)
+def read_splits() -> dict[str, str]:
+    """character → its parts (splits.tsv)."""
+    out = {}
+    for n, line in enumerate((DATA / "splits.tsv").read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        char, _, parts = line.partition("\t")
+        if len(char) != 1 or len(parts) < 2:
+            raise ValueError(f"{DATA / 'splits.tsv'}:{n}: expected a character, a tab and its parts")
+        out[char] = parts.strip()
+    return out
