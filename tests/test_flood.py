@@ -195,3 +195,16 @@ def test_state_is_bounded_and_released_when_the_group_goes_quiet():
     assert engine.tick(T0 + 60_000).findings == [] and "g" in engine.stores["flood"]
     engine.tick(T0 + 3_600_000)
     assert "g" not in engine.stores["flood"]
+
+
+def test_near_duplicates_are_a_flood_and_a_growing_jielong_list_is_not():
+    dodged = [msg(f"加微信领福利qg88{i}号", at_s=i * 5, sender=f"u{i}") for i in range(3)]
+    [found] = [f for f in floods(dodged) if f["rule"] == "flood.repeat"]
+    assert found["msg_id"] == dodged[2]["msg_id"] and found["evidence"]["count"] == 3
+    roll = ["接龙：1.张三", "接龙：1.张三 2.李四", "接龙：1.张三 2.李四 3.王五", "接龙：1.张三 2.李四 3.王五 4.赵六"]
+    assert [f for f in floods([msg(t, at_s=i * 5, sender=f"u{i}") for i, t in enumerate(roll)])
+            if f["rule"] == "flood.repeat"] == []
+    # messages that differ in what they say are not near duplicates
+    times = ["明天上午九点在三楼开会", "明天上午十点在三楼开会", "明天下午两点在三楼开会"]
+    assert [f for f in floods([msg(t, at_s=i * 5, sender=f"u{i}") for i, t in enumerate(times)])
+            if f["rule"] == "flood.repeat"] == []

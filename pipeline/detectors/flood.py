@@ -1,5 +1,5 @@
-"""刷屏: `flood.repeat` (the same text N times in a row in a group) and `flood.rate` (one sender
-posting too often, and stickers sooner), per group and in event time.
+"""刷屏: `flood.repeat` (the same text N times in a row in a group, near duplicates included) and
+`flood.rate` (one sender posting too often, and stickers sooner), per group and in event time.
 
 The state of a group is plain JSON, so it travels through a Faust changelog as it is:
 
@@ -25,6 +25,7 @@ needs, and `tick` releases a group once it has been quiet for longer than any wi
 from __future__ import annotations
 
 import bisect
+from functools import lru_cache
 from typing import Any, cast
 
 from pipeline.detectors import EXEMPT_TYPES, Context, Outcome
@@ -35,6 +36,26 @@ from schemas.records import make_finding
 
 MAX_TAIL = 64
 MAX_NOTICES = 4
+NEAR_MIN_CHARS = 8  # shorter texts are the same only when equal (会议改到三点 / 四点 are two messages)
+NEAR_DICE = 0.8
+
+
+@lru_cache(maxsize=65_536)
+def same_text(key: str, run_key: str | None) -> bool:
+    """Whether a message repeats a run's first text: equal after normalisation, or a near
+    duplicate (a counter or a few characters changed to dodge equality: 加微信abc1, 加微信abc2),
+    measured as the Dice overlap of their character bigrams. A text that extends the other (the
+    lists of a 接龙, each member's longer than the last) is no repeat."""
+    if run_key is None:
+        return False
+    if key == run_key:
+        return True
+    short, long_ = sorted((key, run_key), key=len)
+    if len(short) < NEAR_MIN_CHARS or len(long_) > len(short) * 1.25 or long_.startswith(short):
+        return False
+    a = {short[i:i + 2] for i in range(len(short) - 1)}
+    b = {long_[i:i + 2] for i in range(len(long_) - 1)}
+    return 2 * len(a & b) / (len(a) + len(b)) >= NEAR_DICE
 
 
 class FloodDetector:
@@ -123,7 +144,7 @@ class FloodDetector:
         runs = []
         for m in state["tail"]:
             ts, key = m[0], m[1]
-            if key is not None and key == run[0] and ts - run[3] <= gap:
+            if key is not None and same_text(key, run[0]) and ts - run[3] <= gap:
                 run[3] = ts
                 run[5].append(m)
             else:
@@ -157,7 +178,7 @@ class FloodDetector:
             reported = msg_id in rep
             if reported:
                 rep.remove(msg_id)
-            if pre is not None and key is not None and key == pre["k"] and ts - pre["t"] <= gap:
+            if pre is not None and key is not None and same_text(key, pre["k"]) and ts - pre["t"] <= gap:
                 pre = {**pre, "n": pre["n"] + 1, "t": ts, "rep": pre["rep"] or reported}
             else:
                 pre = {"k": key, "n": 1 if key is not None else 0, "t0": ts, "t": ts, "rep": reported}
