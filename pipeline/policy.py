@@ -56,7 +56,7 @@ CONTENT_RULES = tuple(f"content.{c}" for c in CATEGORIES) + (
 FLOOD_RULES = ("flood.repeat", "flood.rate")
 DEADLINE_RULES = ("deadline.overdue", "deadline.escalated")
 MEMBERSHIP_RULES = ("member.nickname", "member.departed", "member.unauthorized_invite", "member.external",
-                    "group.unregistered", "group.name_format", "group.expired", "group.idle")
+                    "member.impersonation", "group.unregistered", "group.name_format", "group.expired", "group.idle")
 SANCTION_RULES = ("sanction.warn", "sanction.mute", "sanction.remove")
 RULES = CONTENT_RULES + ("conduct.quiet_hours",)
 ALL_RULES = RULES + FLOOD_RULES + DEADLINE_RULES + MEMBERSHIP_RULES + SANCTION_RULES
@@ -384,7 +384,7 @@ class Sanctions(_Model):
     # Globs: the rules whose findings are strikes against their member. Not by default: a departed
     # or external person's presence and a group's governance are the owner's to fix, not conduct.
     rules: tuple[str, ...] = ("content.*", "conduct.*", "flood.*", "deadline.*", "member.nickname",
-                              "member.unauthorized_invite")
+                              "member.unauthorized_invite", "member.impersonation")
     # Findings of these rules, or below this severity, are strikes only once a reviewer confirms them.
     confirmed_only: tuple[str, ...] = ("deadline.*",)
     confirmed_below: str = "medium"

@@ -248,3 +248,23 @@ def test_a_late_forward_is_still_applied_in_event_time_order_when_the_timer_wait
     assert bound == MON_10 - MIN - 10_000
     assert worker(bound) == []
     assert worker(None) == [("g1", "ln")]  # what the stream did before it waited
+
+
+def test_a_member_whose_nickname_copies_the_owners_asking_for_money_is_an_impersonation():
+    ask = "我换了个号，请财务先转账五万到这个账户，急用"
+    events = [join("g1", "boss", "王总", MON_10 - DAY, role="owner"),
+              join("g1", "fin", "财务小陈", MON_10 - DAY),
+              join("g1", "fake", "王 总", MON_10, actor="fin"),  # the same after normalisation
+              msg("g1", "fake", "王 总", MON_10 + 60_000, ask),
+              msg("g1", "fake", "王 总", MON_10 + 120_000, "明天上午开会"),  # no request: nothing
+              msg("g1", "boss", "王总", MON_10 + 180_000, ask),  # the owner himself
+              join("g1", "aide", "王总助理", MON_10),  # another name, not a copy
+              msg("g1", "aide", "王总助理", MON_10 + 240_000, "报销单请转给财务，账户信息我发邮件")]
+    found = run(events, rules="member.impersonation")
+    assert got(found, "member.impersonation") == [("g1", "fake")]
+    [f] = found
+    assert f["severity"] == "critical" and f["evidence"]["copies"] == {"user_id": "boss", "nickname": "王总",
+                                                                         "role": "owner"}
+    assert f["evidence"]["request"]["normalized"] in ("转账", "账户")
+    off = Policy({"membership": {"disabled": ["member.impersonation"]}})
+    assert run(events, policy=off, rules="member.impersonation") == []

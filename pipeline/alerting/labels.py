@@ -12,6 +12,7 @@ LABELS = {
     "flood.repeat": "刷屏(重复)", "flood.rate": "刷屏(频繁)",
     "deadline.overdue": "未按时回复", "deadline.escalated": "提醒后仍未回复",
     "member.nickname": "未实名", "member.departed": "离职未退群", "member.unauthorized_invite": "擅自拉人",
+    "member.impersonation": "冒充群主/管理员",
     "member.external": "外部人员", "group.unregistered": "未备案群", "group.name_format": "群名不规范",
     "group.expired": "临时群到期未解散", "group.idle": "长期不活跃群",
     "sanction.warn": "建议警告", "sanction.mute": "建议禁言", "sanction.remove": "建议移出群聊",

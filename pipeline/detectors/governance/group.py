@@ -12,6 +12,11 @@ Rules, with what a finding's msg_id and user_id are:
 - `member.unauthorized_invite`: a join whose actor is someone else who is neither owner nor admin
   (群成员不得擅自邀请其他人加入); the join event, the inviter. Roles come from member events, the
   group's owner_id and the senders' roles. An actor never seen is not an owner or admin.
+- `member.impersonation`: a member who is not owner or admin, whose nickname copies an owner's or
+  admin's of the same group (the same after normalisation, or theirs with up to 3 letters or
+  digits added: 王总, 王总2; 王总助理 is another name), asks for money, an account or a code (the fraud cues' `request`: 转账, 垫付, 账户,
+  验证码 …): the boss scam from inside the group, where the nickname is the claim of identity. The
+  message, its sender; evidence: both nicknames, the copied member, the request.
 - `group.unregistered`: a group event that says registered: false (备案); once until it is registered.
   A group with no group event is not judged: qunguard does not know it.
 - `group.name_format`: a name that does not match the policy's name_pattern; once per name.
@@ -31,8 +36,10 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from pipeline.detectors import EXEMPT_TYPES, Context, Outcome
+from pipeline.detectors.content.cues import cue_hits
 from pipeline.detectors.membership import apply_member_event, note_sender
 from pipeline.policy import Membership, Policy
+from pipeline.text.normalize import fold
 from schemas.records import make_finding
 
 DAY_MS = 86_400_000
@@ -79,7 +86,9 @@ class GroupDetector:
         if before is None or (event["sender_name"] and before[0] != event["sender_name"]):
             self._forward(fwd, event, uid, "seen" if before is None else "nickname", members[uid][0],
                           event["msg_id"], approved=False)
-        return [], state
+        cfg = self.policy.membership_for(event["org_id"], event["group_id"])
+        found = impersonation(event, state) if cfg.enabled("member.impersonation") else None
+        return ([] if found is None else [found]), state
 
     def _member(self, event: dict[str, Any], state: dict[str, Any], cfg: Membership,
                 fwd: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], Any]:
@@ -205,3 +214,35 @@ def expiry(ends_at: int, cfg: Membership) -> int:
             left -= 1
     end = datetime(day.year, day.month, day.day, tzinfo=cfg.zone) + timedelta(days=1)
     return int(end.timestamp() * 1000)
+
+
+def copies(nickname: str, of: str) -> bool:
+    """Whether a nickname copies another: the same after normalisation (symbols, spaces, width and
+    case fold away), or it with up to 3 letters or digits before or after (王总2, wang王总). Words
+    added make another name (王总助理 is the assistant)."""
+    a, b = fold(nickname), fold(of)
+    if len(b) < 2 or b not in a:
+        return False
+    extra = a.replace(b, "", 1)
+    return len(extra) <= 3 and (a.startswith(b) or a.endswith(b)) and extra.isascii()
+
+
+def impersonation(event: dict[str, Any], state: dict[str, Any]) -> dict[str, Any] | None:
+    """`member.impersonation` for one message, or None."""
+    uid = event["sender_id"]
+    nickname, role = state["m"].get(uid, [uid, "member"])
+    if role in PRIVILEGED or uid == state["owner"] or not event["text"]:
+        return None
+    request = cue_hits(fold(event["text"])).get("content.fraud", {}).get("request")
+    if request is None:
+        return None
+    for other, (name, other_role) in sorted(state["m"].items()):
+        privileged = other_role in PRIVILEGED or other == state["owner"]
+        if other != uid and privileged and copies(nickname, name):
+            return make_finding("member.impersonation", "critical", event["org_id"], event["group_id"],
+                                event["msg_id"], uid, event["ts"], {
+                                    "nickname": nickname, "copies": {"user_id": other, "nickname": name,
+                                                                     "role": "owner" if other == state["owner"]
+                                                                     else other_role},
+                                    "request": {"normalized": request}})
+    return None
