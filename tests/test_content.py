@@ -225,3 +225,12 @@ def test_characters_split_into_their_parts_are_put_back_together():
     assert "content.gambling" in rules("晚上一起贝者十尃，带你上岸", detector)
     # the parts side by side in ordinary text are not a term (no term is one split character)
     assert rules("我女票说周末加班，木仓库那边的石马头要修", detector) == set()
+
+
+def test_a_shops_number_is_its_contact_and_a_persons_number_is_personal_data():
+    assert "content.pii" in rules("张三的手机号是13812345678，有事找他")
+    assert "content.pii" in rules("有事打我手机138 1234 5678")
+    assert "content.pii" not in rules("楼下饭店订餐电话：13812345678，中午可以送到公司")
+    assert "content.pii" not in rules("酒店前台 138-1234-5678")
+    # an introduction long before the number, or ended by a sentence, does not make it a shop's
+    assert "content.pii" in rules("饭店订好了。王经理的手机13812345678")

@@ -1,7 +1,8 @@
 """Personal data in a message (content.pii): mobile numbers, ID-card numbers (with their checksum),
 bank-card numbers (with the Luhn check), e-mail addresses, home addresses down to the flat.
 
-Checksums keep order numbers and invoice codes out; evidence masks the value, so the finding does
+Checksums keep order numbers and invoice codes out; a mobile number introduced as a business's
+(订餐电话, 前台, 客服热线) is its contact, not a person's data; evidence masks the value, so the finding does
 not spread what it reports.
 """
 
@@ -20,6 +21,11 @@ ADDRESS = re.compile(
     r"([\u4e00-\u9fff]{1,8}(?:省|市|区|县|镇)[\u4e00-\u9fff\d]{0,16}?(?:路|街|道|巷|弄|村|小区|花园|公寓)"
     r"[\u4e00-\u9fff\d-]{0,10}?\d+号(?:院|楼)?[\s,，]*\d+(?:栋|幢|号楼|单元|室|层|楼|房)(?:[\d\u4e00-\u9fff]{0,8}(?:室|房))?)")
 
+# A number introduced as a business's (订餐电话, 前台, 客服热线 …) is that business's contact, not a
+# person's data: a shop's number in a group is an advert or a service, for the other rules to judge.
+BUSINESS = re.compile(r"(店|订餐|订座|外卖|热线|客服|前台|总机|服务电话|咨询电话|预约电话|营业|商家|酒店|餐厅|饭店|"
+                      r"公司|物业|快递|维修|售后)[^\d。！？!?]{0,6}$")
+BUSINESS_BEFORE = 12  # characters before a number where its introduction is looked for
 _DIGIT = re.compile(r"\d")
 _HINT = re.compile(r"[\d@]")  # no digit and no @: no personal data of any kind here
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
@@ -84,7 +90,8 @@ def find_personal(text: str) -> list[Personal]:
             if 16 <= len(digits) <= 19 and luhn_valid(digits):
                 add("bank_card", m, _mask(digits, 4))
         for m in MOBILE.finditer(text):
-            add("mobile", m, _mask(re.sub(r"\D", "", m.group(1))))
+            if not BUSINESS.search(text[max(0, m.start() - BUSINESS_BEFORE):m.start()]):
+                add("mobile", m, _mask(re.sub(r"\D", "", m.group(1))))
         if "号" in text:
             for m in ADDRESS.finditer(text):
                 add("address", m, _mask(m.group(1), 4))
