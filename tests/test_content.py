@@ -234,3 +234,11 @@ def test_a_shops_number_is_its_contact_and_a_persons_number_is_personal_data():
     assert "content.pii" not in rules("酒店前台 138-1234-5678")
     # an introduction long before the number, or ended by a sentence, does not make it a shop's
     assert "content.pii" in rules("饭店订好了。王经理的手机13812345678")
+
+
+def test_swearing_into_the_air_is_not_an_insult_aimed_at_a_member_is():
+    assert "content.insult" not in rules("他妈的，又堵车了，今天要迟到")
+    assert "content.insult" not in rules("卧槽，这个方案终于过了")
+    assert "content.insult" in rules("你他妈的能不能闭嘴")
+    assert "content.insult" in rules("@李四 神经病吧，天天发这些")
+    assert "content.insult" in rules("傻逼，看什么看")  # an insult needs no addressee

@@ -29,6 +29,7 @@ class Term:
     category: str
     severity: str = "medium"
     boundary: bool = False
+    aimed: bool = False  # counts only where the message speaks to someone (你, 您, @)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import Any
 from pipeline.detectors import EXEMPT_TYPES, KEEP, Context, Outcome
 from pipeline.detectors.content.classifier import Model, Score, default_model, model_at
 from pipeline.detectors.content.cues import combinations, cue_hits, discussed, find_combinations, needs
-from pipeline.detectors.content.lexicon import is_reminder, matcher_for
+from pipeline.detectors.content.lexicon import is_aimed, is_reminder, matcher_for
 from pipeline.detectors.content.links import allowed, find_links
 from pipeline.detectors.content.pii import find_personal
 from pipeline.detectors.content.quiet_hours import in_quiet_hours
@@ -232,7 +232,8 @@ class ContentDetector:
         out: list[_Entry] = [(f"content.{m.term.category}", m.term.severity, "matches", {
                     "term": m.term.term, "field": field, "span": [m.start, m.end],
                     "text": value[m.start:m.end], "normalized": m.normalized})
-               for m in matcher.find(value, folded) if not is_reminder(value, m.start, m.end)]
+               for m in matcher.find(value, folded) if not is_reminder(value, m.start, m.end)
+               and not (m.term.aimed and not is_aimed(value))]
         for category, pattern in patterns:
             out += [(f"content.{category}", "medium", "matches", {
                         "pattern": pattern.pattern, "field": field, "span": list(m.span()), "text": m.group(0)})

@@ -46,7 +46,8 @@ def read_terms(path: Path, category: str | None = None) -> list[Term]:
         if severity not in SEVERITIES:
             raise ConfigError(f"policy: lexicon file {path}:{n}: severity {severity!r} is not one of "
                               f"{', '.join(SEVERITIES)}")
-        terms.append(Term(parts[0], cat, severity, len(parts) > 2 and "b" in parts[2]))
+        flags = parts[2] if len(parts) > 2 else ""
+        terms.append(Term(parts[0], cat, severity, "b" in flags, "a" in flags))
     return terms
 
 
@@ -108,3 +109,12 @@ def read_splits() -> dict[str, str]:
             raise ValueError(f"{DATA / 'splits.tsv'}:{n}: expected a character, a tab and its parts")
         out[char] = parts.strip()
     return out
+
+
+# Swearing into the air (他妈的又堵车, 卧槽) is rude, not an insult: terms flagged `a` count only where
+# the message speaks to someone.
+AIMED = re.compile(r"[你您尼]|@\S")
+
+
+def is_aimed(text: str) -> bool:
+    return bool(AIMED.search(text))
