@@ -157,8 +157,12 @@ def test_senders_are_counted_apart_and_within_the_window_only():
 
 def test_a_row_of_stickers_floods_sooner():
     events = [msg("[捂脸]" if i % 2 else "[强]", i * 2, msg_type="sticker") for i in range(6)]
-    [f] = floods(events)
-    assert f["rule"] == "flood.rate" and f["msg_id"] == events[5]["msg_id"]
+    found = floods(events)
+    [f] = [f for f in found if f["rule"] == "flood.rate"]
+    assert f["msg_id"] == events[5]["msg_id"]
+    # two stickers taking turns are also the same line interleaved with one other
+    [r] = [f for f in found if f["rule"] == "flood.repeat"]
+    assert r["msg_id"] == events[4]["msg_id"] and r["evidence"]["interleaved_with"]
     assert f["evidence"]["stickers"] == {"count": 6, "limit": 5, "window_s": 60, "first_ts": events[0]["ts"]}
     # Images count only towards the general limit: a report with six site photos is fine.
     photos = [msg("", i, msg_type="image") for i in range(6)]
@@ -208,3 +212,33 @@ def test_near_duplicates_are_a_flood_and_a_growing_jielong_list_is_not():
     times = ["明天上午九点在三楼开会", "明天上午十点在三楼开会", "明天下午两点在三楼开会"]
     assert [f for f in floods([msg(t, at_s=i * 5, sender=f"u{i}") for i, t in enumerate(times)])
             if f["rule"] == "flood.repeat"] == []
+
+
+def test_a_line_interleaved_with_one_other_is_a_flood_and_a_conversation_is_not():
+    dodge = [msg("加群领红包" if i % 2 == 0 else "。", i * 3, sender=f"u{i % 2}") for i in range(5)]
+    # "。" folds to nothing: the text is kept as written, so it is a line of its own
+    [f] = [f for f in floods(dodge) if f["rule"] == "flood.repeat"]
+    assert f["msg_id"] == dodge[4]["msg_id"] and f["evidence"]["normalized"] == "加群领红包"
+    assert f["evidence"]["interleaved_with"] and f["evidence"]["count"] == 3
+    talk = [msg(t, i * 3, sender=f"u{i % 2}") for i, t in enumerate(["好的", "几点开始？", "好的", "九点", "好的"])]
+    assert floods(talk) == []
+    # A B A B B B: the B's then go on as a row of their own
+    turns = [msg(t, i * 3) for i, t in enumerate(["通知一", "顶", "通知一", "顶", "顶", "顶"])]
+    got = [(f["msg_id"], f["evidence"]["normalized"]) for f in floods(turns) if f["rule"] == "flood.repeat"]
+    assert got == [(turns[5]["msg_id"], "顶")]
+
+
+def test_where_the_tail_is_folded_changes_nothing_found():
+    """The tail walk and the fold into the run summary share one step: a group whose messages all
+    fold at once (late_seconds 0) and one that keeps them all (late_seconds 600) find the same."""
+    import random
+
+    rng = random.Random(3)
+    lines = ["顶", "加群领红包", "好的", "。", "收到", "[强]"]
+    events = [msg(rng.choice(lines[:3]) if rng.random() < 0.6 else rng.choice(lines), i * 2,
+                  sender=f"u{rng.randrange(4)}") for i in range(400)]
+    quick = Policy({"flood": {"late_seconds": 0, "rate_limit": 1000}})
+    keep = Policy({"flood": {"late_seconds": 600, "rate_limit": 1000}})
+    a = [(f["msg_id"], f["evidence"].get("interleaved_with")) for f in floods(events, quick)]
+    b = [(f["msg_id"], f["evidence"].get("interleaved_with")) for f in floods(events, keep)]
+    assert a == b and len(a) > 10 and any(alt for _, alt in a)

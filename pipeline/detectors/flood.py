@@ -137,32 +137,30 @@ class FloodDetector:
         """Walk the runs through the tail; report each run that reached N and was not reported."""
         need, gap = cfg.repeat_count, cfg.repeat_gap_seconds * 1000
         rep = state["rep"]
-        pre = state["pre"]
         found: list[dict[str, Any]] = []
-        # A run: key, count before the tail, first ts, last ts, reported, its tail members.
-        run = [pre["k"], pre["n"], pre["t0"], pre["t"], pre["rep"], []] if pre else [None, 0, 0, 0, False, []]
+        run: Run = _from_pre(state["pre"])
         runs = []
         for m in state["tail"]:
-            ts, key = m[0], m[1]
-            if key is not None and same_text(key, run[0]) and ts - run[3] <= gap:
-                run[3] = ts
-                run[5].append(m)
-            else:
-                runs.append(run)
-                run = [key, 0, ts, ts, False, [m]]
+            run, ended = _step(run, m, gap, m[2] in rep, folding=False)
+            if ended is not None:
+                runs.append(ended)
         runs.append(run)
-        for key, before, t0, _, reported, members in runs:
-            if (key is None or not members or before + len(members) < need or before >= need or reported
+        for r in runs:
+            members = r["members"]
+            if (r["k"] is None or not members or r["n"] + len(members) < need or r["n"] >= need or r["rep"]
                     or any(m[2] in rep for m in members)):
                 continue
-            nth = members[need - before - 1]
+            nth = members[need - r["n"] - 1]
             rep.append(nth[2])
-            found.append(self._repeat_finding(event, key, nth, t0, need))
+            found.append(self._repeat_finding(event, r, nth, need))
         return found
 
-    def _repeat_finding(self, event: dict[str, Any], key: str, nth: list[Any], t0: int, need: int) -> dict[str, Any]:
+    def _repeat_finding(self, event: dict[str, Any], run: Run, nth: list[Any], need: int) -> dict[str, Any]:
         ts, _, msg_id, sender = nth
-        evidence = {"normalized": key, "count": need, "threshold": need, "first_ts": t0, "window_ms": ts - t0}
+        evidence: dict[str, Any] = {"normalized": run["k"], "count": need, "threshold": need, "first_ts": run["t0"],
+                                    "window_ms": ts - run["t0"]}
+        if run["alt"] is not None:
+            evidence["interleaved_with"] = run["alt"]
         return make_finding("flood.repeat", "medium", event["org_id"], event["group_id"], msg_id, sender, ts,
                             evidence)
 
@@ -172,20 +170,17 @@ class FloodDetector:
         floor = state["last"] - cfg.late_seconds * 1000
         gap = cfg.repeat_gap_seconds * 1000
         cut = 0
-        pre = state["pre"]
+        run = _from_pre(state["pre"])
         while cut < len(tail) and (tail[cut][0] < floor or len(tail) - cut > MAX_TAIL):
-            ts, key, msg_id, _ = tail[cut]
-            reported = msg_id in rep
+            m = tail[cut]
+            reported = m[2] in rep
             if reported:
-                rep.remove(msg_id)
-            if pre is not None and key is not None and same_text(key, pre["k"]) and ts - pre["t"] <= gap:
-                pre = {**pre, "n": pre["n"] + 1, "t": ts, "rep": pre["rep"] or reported}
-            else:
-                pre = {"k": key, "n": 1 if key is not None else 0, "t0": ts, "t": ts, "rep": reported}
+                rep.remove(m[2])
+            run, _ = _step(run, m, gap, reported, folding=True)
             cut += 1
         if cut:
             del tail[:cut]
-            state["pre"] = pre
+            state["pre"] = {k: v for k, v in run.items() if k != "members"}
 
     # --- flood.rate ---------------------------------------------------------------------------
 
@@ -237,3 +232,53 @@ class FloodDetector:
         if drop > 0:
             del times[:drop]
         return found
+
+
+# --- the runs of flood.repeat ------------------------------------------------------------------
+#
+# A run is the same text again and again (A A A), or alternating with one other line from its
+# start to dodge "in a row" (A B A B A: the B's are the same text too; in a conversation the lines
+# between the 好的 differ, so 好的 / 几点？/ 好的 / 九点 / 好的 is no run, and A A B still ends a row). `_step` is the one definition of how
+# a message continues or ends a run: the tail walk and the fold into `pre` both use it, so where
+# the tail begins never changes what is found.
+Run = dict[str, Any]  # k, n (members folded), t0, t, rep, alt, last ("a" | "b"), bm, members
+
+
+def _new_run(m: list[Any], reported: bool, folded: bool) -> Run:
+    return {"k": m[1], "n": 1 if folded and m[1] is not None else 0, "t0": m[0], "t": m[0], "rep": folded and reported,
+            "alt": None, "last": "a", "bm": None, "members": [] if folded else [m]}
+
+
+def _from_pre(pre: dict[str, Any] | None) -> Run:
+    if pre is None:
+        return {"k": None, "n": 0, "t0": 0, "t": 0, "rep": False, "alt": None, "last": "a", "bm": None, "members": []}
+    return {"alt": None, "last": "a", "bm": None, **pre, "members": []}
+
+
+def _step(run: Run, m: list[Any], gap: int, reported: bool, folding: bool) -> tuple[Run, Run | None]:
+    """`run` after message `m` (in ts order), and the run it ended, if it did."""
+    ts, key = m[0], m[1]
+    if run["k"] is not None and key is not None and ts - run["t"] <= gap:
+        if same_text(key, run["k"]):
+            run["t"], run["last"] = ts, "a"
+            if folding:
+                run["n"] += 1
+                run["rep"] = run["rep"] or reported
+            else:
+                run["members"].append(m)
+            return run, None
+        # the other line of an alternation: from the run's first message on (A B …), so that a
+        # different message still ends a row (A A B ends it: the rule is 连续, in a row)
+        alternating = run["alt"] is not None or (run["n"] + len(run["members"]) == 1)
+        if run["last"] == "a" and alternating and (run["alt"] is None or same_text(key, run["alt"])):
+            run["alt"] = run["alt"] or key
+            run["t"], run["last"] = ts, "b"
+            run["bm"] = [*m[:4], reported if folding else None]  # where a run of B would begin
+            return run, None
+    bm = run["bm"]
+    if run["last"] == "b" and bm is not None and key is not None and same_text(key, bm[1]) and ts - bm[0] <= gap:
+        # A B A B B: the B's go on as a run of their own, from the last one in the alternation
+        from_pre = bm[4] is not None
+        restart = _new_run(bm[:4], bool(bm[4]), folded=from_pre)
+        return _step(restart, m, gap, reported, folding)[0], run
+    return _new_run(m, reported, folding), run
