@@ -55,7 +55,7 @@ def test_every_rule_family_reaches_every_channel_and_the_stream_sends_replays_al
     try:
         cfg, pol = _setup(tmp_path, kafka, clickhouse, channels(robots, mail),
                           "alerts: {to: [hook, mail, wecom, ding, feishu], min_severity: low}\n")
-        records = list(Simulator(orgs=2, groups=16, members=10, seed=81).records(5000, envelope=10))
+        records = list(Simulator(orgs=2, groups=16, members=10, seed=81).records(5000, envelope=10, linger_ms=1000))
         # the simulator's members sleep at night; one of them posts at 23:30 (quiet hours)
         late = {"kind": "message", "event_id": "late-1", "org_id": "o", "ts": START_TS + 14 * 3_600_000 + 1_800_000,
                 "platform": "wecom", "group_id": "g-late", "msg_id": "late-m1", "sender_id": "night-owl",
@@ -100,7 +100,7 @@ def test_every_rule_family_reaches_every_channel_and_the_stream_sends_replays_al
 
 def test_a_channel_down_for_60_seconds_gets_everything_afterwards(tmp_path, kafka, clickhouse, workers, robots):
     cfg, pol = _setup(tmp_path, kafka, clickhouse, channels(robots), "alerts: {to: [hook], min_severity: low}\n")
-    records = list(Simulator(orgs=1, groups=8, members=8, seed=82).records(2500, envelope=10))
+    records = list(Simulator(orgs=1, groups=8, members=8, seed=82).records(2500, envelope=10, linger_ms=1000))
     from pipeline.policy import load_policy
 
     lines = [r.value for r in records]

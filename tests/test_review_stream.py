@@ -47,7 +47,7 @@ def test_a_false_positive_withdraws_its_strike_and_a_restart_keeps_the_ladder(tm
     backend = connect(cfg.clickhouse.url)
     migrate(backend)
     backend.close()
-    traffic = list(Simulator(orgs=2, groups=10, members=8, seed=91).records(3000, envelope=10))
+    traffic = list(Simulator(orgs=2, groups=10, members=8, seed=91).records(3000, envelope=10, linger_ms=1000))
     posts = [_post(i, START_TS + (2 + i) * HOUR) for i in range(4)]
     wrong = finding_id("content.gambling", "g-review", posts[1]["msg_id"], "gambler")
     feedback = {"kind": "feedback", "event_id": "rv-fb1", "org_id": "org1", "ts": START_TS + 3 * HOUR + 60_000,
