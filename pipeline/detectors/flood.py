@@ -237,10 +237,10 @@ class FloodDetector:
 # --- the runs of flood.repeat ------------------------------------------------------------------
 #
 # A run is the same text again and again (A A A), or alternating with one other line from its
-# start to dodge "in a row" (A B A B A: the B's are the same text too; in a conversation the lines
-# between the 好的 differ, so 好的 / 几点？/ 好的 / 九点 / 好的 is no run, and A A B still ends a row). `_step` is the one definition of how
-# a message continues or ends a run: the tail walk and the fold into `pre` both use it, so where
-# the tail begins never changes what is found.
+# start to dodge "in a row" (A B A B A: the B's are the same text too). In a conversation the
+# lines between the 好的 differ (好的 / 几点？/ 好的 / 九点 / 好的 is no run), and A A B still
+# ends a row. `_step` is the one definition of how a message continues or ends a run: the tail
+# walk and the fold into `pre` both use it, so where the tail begins never changes what is found.
 Run = dict[str, Any]  # k, n (members folded), t0, t, rep, alt, last ("a" | "b"), bm, members
 
 

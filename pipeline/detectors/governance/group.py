@@ -12,11 +12,12 @@ Rules, with what a finding's msg_id and user_id are:
 - `member.unauthorized_invite`: a join whose actor is someone else who is neither owner nor admin
   (群成员不得擅自邀请其他人加入); the join event, the inviter. Roles come from member events, the
   group's owner_id and the senders' roles. An actor never seen is not an owner or admin.
-- `member.impersonation`: a member who is not owner or admin, whose nickname copies an owner's or
-  admin's of the same group (the same after normalisation, or theirs with up to 3 letters or
-  digits added: 王总, 王总2; 王总助理 is another name), asks for money, an account or a code (the fraud cues' `request`: 转账, 垫付, 账户,
-  验证码 …): the boss scam from inside the group, where the nickname is the claim of identity. The
-  message, its sender; evidence: both nicknames, the copied member, the request.
+- `member.impersonation`: a member who is not owner or admin, whose nickname copies an owner's
+  or admin's of the same group (the same after normalisation, or theirs with up to 3 letters or
+  digits added: 王总, 王总2; 王总助理 is another name), asks for money, an account or a code
+  (the fraud cues' `request`: 转账, 垫付, 账户, 验证码 …): the boss scam from inside the
+  group, where the nickname is the claim of identity. The message, its sender; evidence: both
+  nicknames, the copied member, the request.
 - `group.unregistered`: a group event that says registered: false (备案); once until it is registered.
   A group with no group event is not judged: qunguard does not know it.
 - `group.name_format`: a name that does not match the policy's name_pattern; once per name.
