@@ -47,16 +47,19 @@ def combinations() -> tuple[Combination, ...]:
     return tuple(out)
 
 
-def find_combinations(text: str, folded: str | None = None) -> list[tuple[str, str, dict[str, Any]]]:
+def find_combinations(text: str, folded: str | None = None, hits: dict[str, dict[str, str]] | None = None,
+                      talked: set[str] | None = None) -> list[tuple[str, str, dict[str, Any]]]:
     """(rule, severity, evidence item) for each combination the text completes. The item names each
-    cue: {"combination": {group: {"text", "span", "normalized"}}}."""
+    cue: {"combination": {group: {"text", "span", "normalized"}}}. `hits` and `talked`: the text's
+    `cue_hits` and `discussed`, when already known."""
     folded = fold(text) if folded is None else folded
+    hits = cue_hits(folded) if hits is None else hits
+    talked = discussed(folded) if talked is None else talked
     found = []
     for combo in combinations():
         if not combo.groups:
             continue  # a rule with only `unless`: how its subject is discussed (see `discussed`)
-        hits = [(name, pattern.search(folded)) for name, pattern in combo.groups]
-        if not all(m for _, m in hits) or (combo.unless is not None and combo.unless.search(folded)):
+        if combo.rule in talked or len(hits.get(combo.rule, ())) < len(combo.groups):
             continue
         norm = normalize(text)  # only on a hit: the offsets back into the original
         cues: dict[str, Any] = {}

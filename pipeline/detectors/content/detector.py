@@ -31,6 +31,8 @@ from schemas.records import make_finding
 
 TEXT_CACHE = 100_000  # texts whose text-only evidence is remembered
 _Entry = tuple[str, str, str, dict[str, Any]]  # (rule, severity, evidence key, item)
+# folded text, entries, its cues (cue_hits), the rules it talks about (discussed)
+_TextEvidence = tuple[str, tuple[_Entry, ...], dict[str, dict[str, str]], set[str]]
 
 
 def _recent(state: Any, since: int) -> dict[str, dict[str, list[Any]]]:
@@ -85,7 +87,7 @@ class ContentDetector:
     def __init__(self, policy: Policy | None = None) -> None:
         self.policy = policy or Policy()
         self._prepared: dict[int, tuple[Content, Matcher, list[tuple[str, re.Pattern[str]]]]] = {}
-        self._texts: dict[tuple[int, str, bool], tuple[str, tuple[_Entry, ...]]] = {}
+        self._texts: dict[tuple[int, str, bool], _TextEvidence] = {}
         self._models: dict[int, tuple[Content, Model | None]] = {}
         self._prepare(self.policy.default)  # a bad lexicon file stops start-up, not the first message
         self._model(self.policy.default)
@@ -125,7 +127,7 @@ class ContentDetector:
                  state: Any) -> tuple[str, dict[str, tuple[str, dict[str, Any]]], dict[str, dict[str, str]]]:
         """The folded text, rule → (severity, evidence) for one message, and its cues (`cue_hits`)."""
         text = event["text"] or ""
-        folded, from_text = self._text_evidence(content, text, bool(event["urls"]))
+        folded, from_text, hits, talked = self._text_evidence(content, text, bool(event["urls"]))
         out: dict[str, tuple[str, dict[str, Any]]] = {}
         for rule, severity, key, item in from_text:
             _add(out, rule, severity, key, dict(item))  # a copy: cached items are shared
@@ -141,8 +143,8 @@ class ContentDetector:
                 _add(out, f"content.{term.category}", term.severity, "matches", {
                     "term": term.term, "field": "text", "split": True,
                     "previous_msg_id": state["msg_id"], "normalized": (state["tail"] + folded)})
-        hits = cue_hits(folded)  # this message's cues: for combinations across messages, and kept in the state
-        for rule, severity, item in _across(state, hits, discussed(folded),
+        # this message's cues: for combinations across messages, and kept in the state
+        for rule, severity, item in _across(state, hits, talked,
                                             event["ts"] - content.split_window_seconds * 1000):
             if rule not in out or "combinations" not in out[rule][1]:
                 _add(out, rule, severity, "combinations", item)
@@ -161,7 +163,7 @@ class ContentDetector:
                     "tz": str(tz)})
         return folded, out, hits
 
-    def _text_evidence(self, content: Content, text: str, has_urls: bool) -> tuple[str, tuple[_Entry, ...]]:
+    def _text_evidence(self, content: Content, text: str, has_urls: bool) -> _TextEvidence:
         """Everything that depends on the text alone, cached per policy setting and text: chat
         repeats itself (收到, 好的, the same notice forwarded), like the tokenizer's cache."""
         key = (id(content), text, has_urls)
@@ -171,19 +173,21 @@ class ContentDetector:
         folded = fold(text)
         _, matcher, patterns = self._prepare(content)
         entries: list[_Entry] = []
+        hits: dict[str, dict[str, str]] = {}
+        talked_about: set[str] = set()
         if text:
             entries += self._lexicon(matcher, patterns, "text", text, folded)
             if not has_urls:  # with a urls field, links are taken from both together, uncached
                 entries += self._links(content, text, ())
+            hits, talked_about = cue_hits(folded), discussed(folded)
             entries += [(rule, severity, "combinations", item)
-                        for rule, severity, item in find_combinations(text, folded)]
+                        for rule, severity, item in find_combinations(text, folded, hits, talked_about)]
             entries += self._classified(content, folded)
-            talked_about = discussed(folded)  # an anti-fraud advisory names the tricks it warns of
-            if talked_about:
+            if talked_about:  # an anti-fraud advisory names the tricks it warns of
                 entries = [e for e in entries if e[0] not in talked_about]
             entries += [("content.pii", "high", "personal", {"kind": p.kind, "span": [p.start, p.end],
                                                               "masked": p.masked}) for p in find_personal(text)]
-        result = (folded, tuple(entries))
+        result = (folded, tuple(entries), hits, talked_about)
         if len(self._texts) >= TEXT_CACHE:
             self._texts.pop(next(iter(self._texts)))  # oldest first: dicts keep insertion order
         self._texts[key] = result
