@@ -201,6 +201,26 @@ def cmd_learn(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(cfg: Config, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pipeline.report import build, write
+    from pipeline.sink.backends import connect
+
+    out = Path(args.out)
+    if out.suffix.lower() not in (".html", ".htm", ".xlsx", ".csv"):
+        raise ConfigError(f"report --out: {out.name}: write .html, .xlsx or .csv")
+    backend = connect(cfg.clickhouse.url)
+    try:
+        report = build(backend, args.org, args.week)
+    finally:
+        backend.close()
+    write(report, out)
+    total = sum(int(r[2]) for r in report.table("findings by rule").rows)
+    print(f"qunguard report: {args.org} {args.week}: {total} findings that stand; wrote {out}")
+    return 0
+
+
 def cmd_check(cfg: Config, args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -332,6 +352,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--min", type=int, default=2, help="suggest: false positives a context needs")
     s.add_argument("--accept", action="store_true", help="suggest: write the suggestions into the policy file")
     s.set_defaults(fn=cmd_policy)
+
+    s = sub.add_parser("report", help="one org's week for the security team: .html, .xlsx or .csv")
+    s.add_argument("--org", required=True)
+    s.add_argument("--week", required=True, help="ISO week in the org's calendar, e.g. 2026-W47")
+    s.add_argument("--out", required=True, help="F.html, F.xlsx or F.csv")
+    s.set_defaults(fn=cmd_report)
 
     s = sub.add_parser("learn", help="retrain the content classifier from the reviewers' verdicts")
     s.add_argument("--out", required=True, help="the model file to write (point content.classifier.model at it)")

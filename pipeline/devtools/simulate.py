@@ -19,7 +19,7 @@ import orjson
 import yaml
 
 VOCAB_FILE = Path(__file__).resolve().parents[1] / "data" / "simulate.yaml"
-START_TS = 1_793_498_400_000  # 2026-11-02 09:00 Asia/Shanghai, a Monday
+START_TS = 1_793_498_400_000  # 2026-11-01 10:00 Asia/Shanghai, a Sunday (ISO week 2026-W44)
 
 
 @dataclass

@@ -149,3 +149,49 @@ ORDER BY a.ts"""
 
 def undelivered_alerts(db: str) -> str:
     return UNDELIVERED.format(db=db)
+
+
+# --- the weekly report (pipeline/report.py) ---------------------------------------------------------
+# Findings that stand (not withdrawn) of one org in [start, end) ms, event time.
+
+def _standing(db: str, org: str, start: int, end: int) -> str:
+    return (f"SELECT * FROM {db}.findings_current WHERE org_id = '{quote(org)}' AND ts >= {int(start)} "
+            f"AND ts < {int(end)} AND status != 'false_positive'")
+
+
+def report_by_rule(db: str, org: str, start: int, end: int) -> str:
+    return f"SELECT rule, count() FROM ({_standing(db, org, start, end)}) GROUP BY rule ORDER BY rule"
+
+
+def report_by_day(db: str, org: str, start: int, end: int) -> str:
+    """(day index from `start`, the org's local midnight, rule family, findings)."""
+    return (f"SELECT intDiv(ts - {int(start)}, 86400000) AS day, "
+            f"splitByChar('.', rule)[1] AS family, count() FROM ({_standing(db, org, start, end)}) "
+            "GROUP BY day, family ORDER BY day, family")
+
+
+def report_top_groups(db: str, org: str, start: int, end: int, limit: int = 10) -> str:
+    return (f"SELECT group_id, count(), uniqExact(user_id) FROM ({_standing(db, org, start, end)}) "
+            f"WHERE group_id != '' GROUP BY group_id ORDER BY count() DESC, group_id LIMIT {int(limit)}")
+
+
+def report_top_members(db: str, org: str, start: int, end: int, limit: int = 10) -> str:
+    return (f"SELECT user_id, count(), uniqExact(group_id), countIf(rule LIKE 'sanction.%') "
+            f"FROM ({_standing(db, org, start, end)}) WHERE user_id != '' AND rule NOT LIKE 'group.%' "
+            f"GROUP BY user_id ORDER BY count() DESC, user_id LIMIT {int(limit)}")
+
+
+def report_answer_rates(db: str, org: str, start: int, end: int) -> str:
+    """(group, notices, answers asked for, answered in time) for notices posted in the week."""
+    return (f"SELECT n.group_id, count(), sum(n.responders), sum(r.in_time) FROM "
+            f"(SELECT notice_id, group_id, any(responders) AS responders FROM {db}.notices "
+            f"WHERE org_id = '{quote(org)}' AND ts >= {int(start)} AND ts < {int(end)} "
+            f"GROUP BY notice_id, group_id) AS n LEFT JOIN "
+            f"(SELECT notice_id, uniqExactIf(user_id, late = 0) AS in_time FROM {db}.responses "
+            f"WHERE org_id = '{quote(org)}' GROUP BY notice_id) AS r USING (notice_id) "
+            f"GROUP BY n.group_id ORDER BY n.group_id")
+
+
+def report_sanctions(db: str, org: str, start: int, end: int) -> str:
+    return (f"SELECT ts, group_id, user_id, rule, visitParamExtractInt(evidence, 'count') "
+            f"FROM ({_standing(db, org, start, end)}) WHERE rule LIKE 'sanction.%' ORDER BY ts, group_id, user_id")
