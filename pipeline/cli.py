@@ -218,6 +218,17 @@ def cmd_report(cfg: Config, args: argparse.Namespace) -> int:
     write(report, out)
     total = sum(int(r[2]) for r in report.table("findings by rule").rows)
     print(f"qunguard report: {args.org} {args.week}: {total} findings that stand; wrote {out}")
+    if args.mail:
+        from pipeline.report import mail
+
+        channel = cfg.notifier.channels.get(args.mail)
+        if channel is None or channel.type != "smtp":
+            raise ConfigError(f"report --mail: {args.mail!r} is not an smtp channel of notifier.channels")
+        reply = mail(report, channel, out)
+        if reply.outcome != "sent":
+            print(f"qunguard report: mail through {args.mail}: {reply.outcome}: {reply.error}", file=sys.stderr)
+            return 1
+        print(f"qunguard report: mailed to {', '.join(channel.to)} through {args.mail}")
     return 0
 
 
@@ -357,6 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--org", required=True)
     s.add_argument("--week", required=True, help="ISO week in the org's calendar, e.g. 2026-W47")
     s.add_argument("--out", required=True, help="F.html, F.xlsx or F.csv")
+    s.add_argument("--mail", help="also send it through this smtp channel of notifier.channels")
     s.set_defaults(fn=cmd_report)
 
     s = sub.add_parser("learn", help="retrain the content classifier from the reviewers' verdicts")

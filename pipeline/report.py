@@ -181,3 +181,25 @@ def _bars(per_day: Sequence[tuple[str, dict[str, int]]]) -> str:
 
 def _e(v: Any) -> str:
     return html.escape(str(v))
+
+
+def mail(report: Report, channel: Any, attachment: Path | None, timeout: float = 30.0) -> Any:
+    """Send the report through an smtp alert channel: the HTML as the body, the file attached."""
+    from email.message import EmailMessage
+
+    from pipeline.alerting.channels import deliver_mail
+
+    total = sum(int(r[2]) for r in report.table("findings by rule").rows)
+    msg = EmailMessage()
+    msg["Subject"] = f"qunguard 周报 · {report.org} · {report.week} · {total} 条违规"
+    msg["From"] = channel.sender or ""
+    msg["To"] = ", ".join(channel.to)
+    msg.set_content(f"{report.org} {report.week}: {total} findings that stand. The report is attached "
+                    "and below as HTML.")
+    msg.add_alternative(render_html(report), subtype="html")
+    if attachment is not None:
+        kind = {".xlsx": ("application", "vnd.openxmlformats-officedocument.spreadsheetml.sheet"),
+                ".csv": ("text", "csv"), ".html": ("text", "html"), ".htm": ("text", "html")}
+        maintype, subtype = kind.get(attachment.suffix.lower(), ("application", "octet-stream"))
+        msg.add_attachment(attachment.read_bytes(), maintype=maintype, subtype=subtype, filename=attachment.name)
+    return deliver_mail(channel, msg, timeout)

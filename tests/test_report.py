@@ -102,3 +102,30 @@ def test_a_bad_week_or_format_names_the_option():
     with pytest.raises(ConfigError, match="--week"):
         week_bounds("2026-W54", ZoneInfo("Asia/Shanghai"))
     assert main(["report", "--org", "o", "--week", "2026-W45", "--out", "x.pdf"]) == 2
+
+
+def test_the_report_is_mailed_through_an_alert_channels_smtp(stored, tmp_path):
+    """A real SMTP server (aiosmtpd, STARTTLS and a login) receives it, the workbook attached."""
+    import yaml
+
+    from tests.robots import Mail
+
+    backend, db = stored
+    backend.close()
+    server = Mail(tmp_path)
+    try:
+        config = tmp_path / "qunguard.yaml"
+        config.write_text(yaml.safe_dump({"clickhouse": {"url": f"chdb:{db}"},
+                                          "notifier": {"channels": {"mail": server.channel()}}}), encoding="utf-8")
+        out = tmp_path / "week.xlsx"
+        assert main(["--config", str(config), "report", "--org", "org1", "--week", WEEK, "--out", str(out),
+                     "--mail", "mail"]) == 0
+        [msg] = server.messages
+        assert "周报" in msg["Subject"] and "org1" in msg["Subject"] and msg["To"] == "security@qg.test"
+        assert "<svg" in msg.get_body(("html",)).get_content()
+        [attached] = list(msg.iter_attachments())
+        assert attached.get_filename() == "week.xlsx" and attached.get_content() == out.read_bytes()
+        assert main(["--config", str(config), "report", "--org", "org1", "--week", WEEK, "--out", str(out),
+                     "--mail", "nope"]) == 2
+    finally:
+        server.close()

@@ -138,6 +138,12 @@ def send_mail(ch: Channel, alerts: list[dict[str, Any]], names: dict[str, str], 
     msg["To"] = ", ".join(ch.to)
     msg["X-Qunguard-Alerts"] = ",".join(a["alert_id"] for a in alerts)
     msg.set_content(render.text(alerts, names, base_url))
+    return deliver_mail(ch, msg, timeout)
+
+
+def deliver_mail(ch: Channel, msg: EmailMessage, timeout: float) -> Reply:
+    """One message through the channel's SMTP server, with the server's reply as a `Reply`
+    (blocking). Also the weekly report's way out (`qunguard report --mail`)."""
     port = ch.port or (465 if ch.security == "ssl" else 587 if ch.security == "starttls" else 25)
     context = ssl.create_default_context(cafile=ch.ca_file)
     try:
