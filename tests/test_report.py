@@ -7,19 +7,16 @@ import csv
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-import orjson
 import pytest
 from openpyxl import load_workbook
 
 from pipeline.cli import main
 from pipeline.config import ConfigError, load_config
 from pipeline.devtools.simulate import START_TS, Simulator
-from pipeline.processor import Processor
 from pipeline.report import build, week_bounds
 from pipeline.sink.backends import connect
 from pipeline.sink.migrate import migrate
-from pipeline.sink.writer import ClickHouseSink
-from schemas.rows import Source
+from tests.stored import store
 
 WEEK = "2026-W44"  # the simulator starts on its Sunday, 2026-11-01 10:00; the deadlines fall in W45
 
@@ -31,20 +28,8 @@ def stored(tmp_path_factory):
     backend = connect(f"chdb:{db}")
     migrate(backend)
     cfg = load_config(env={"QG_CLICKHOUSE_URL": f"chdb:{db}", "QG_KAFKA_TOPIC_PREFIX": "t."})
-    processor = Processor(cfg)
-    sink = ClickHouseSink(backend, cfg.sink)
     records = [r.value for r in Simulator(orgs=2, groups=12, members=8, seed=5).records(6000)]
-    offset, internal = 0, False
-    while records:
-        batch = processor.process((r, Source("t.events", 0, offset + i), internal) for i, r in enumerate(records))
-        offset += len(records)
-        sink.admit(batch)
-        records, internal = [orjson.dumps(f) for f in batch.forward], True
-        if not records:
-            tick = processor.tick(None, START_TS + 14 * 86_400_000)
-            sink.admit(tick)
-            records = [orjson.dumps(f) for f in tick.forward]
-    sink.write(sink.take())
+    store(cfg, backend, records, START_TS + 14 * 86_400_000)
     yield backend, db
     backend.close()
 
