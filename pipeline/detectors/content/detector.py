@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 from pipeline.detectors import EXEMPT_TYPES, KEEP, Context, Outcome
@@ -23,7 +22,7 @@ from pipeline.detectors.content.links import allowed, find_links
 from pipeline.detectors.content.pii import find_personal
 from pipeline.detectors.content.quiet_hours import in_quiet_hours
 from pipeline.detectors.content.split import next_state, split_hits
-from pipeline.policy import Content, Policy
+from pipeline.policy import Content, Policy, resolve
 from pipeline.text.matcher import Matcher
 from pipeline.text.normalize import fold
 from schemas.records import SEVERITY_RANK as _RANK
@@ -217,8 +216,7 @@ class ContentDetector:
             elif c.model is None:
                 model = default_model()
             else:
-                path = Path(c.model)
-                model = model_at(str(path if path.is_absolute() else self.policy.base_dir / path))
+                model = model_at(str(resolve(self.policy.base_dir, c.model)))
             found = self._models[id(content)] = (content, model)
         return found[1]
 
