@@ -153,6 +153,9 @@ def test_learn_retrains_from_verdicts_in_clickhouse_and_the_policy_uses_the_resu
     learned = Policy({"content": {"classifier": {"model": str(out)}}})
     assert "content.fraud" not in rules(text, ContentDetector(learned))
     assert "content.fraud" in rules(SCAM, ContentDetector(learned)), "what it was not told about stays"
+    moved, _ = relearn(default_model(), [Example(text, "", only="fraud")], epochs=2)
+    scored = moved.probabilities(fold("你们这些外地人都是垃圾"))
+    assert set(scored) == {"fraud", "insult"}, "a class no verdict named stays in the model"
 
 
 def _ctx():

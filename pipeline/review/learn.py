@@ -92,9 +92,9 @@ def relearn(prior: Model, examples: Sequence[Example],
             epochs: int = 20) -> tuple[Model, list[tuple[Example, float, float]]]:
     """The prior model moved by the verdicts; with each example's score before and after."""
     labels = sorted({e.only or e.label for e in examples} & set(prior.labels))
-    model = train(examples, labels, prior=prior, epochs=epochs, l2=0.05)
-    for label in prior.labels:
-        model.weights.setdefault(label, dict(prior.weights[label]))
+    moved = train(examples, labels, prior=prior, epochs=epochs, l2=0.05)
+    # the classes no verdict was about stay as they were (a Model indexes its weights when made)
+    model = Model({**prior.weights, **moved.weights}, moved.source)
     changes = []
     for e in examples:
         label = e.only or e.label
