@@ -204,20 +204,18 @@ def cmd_learn(cfg: Config, args: argparse.Namespace) -> int:
 def cmd_report(cfg: Config, args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from pipeline.report import build, write
+    from pipeline.report import build, check_format, write
     from pipeline.sink.backends import connect
 
     out = Path(args.out)
-    if out.suffix.lower() not in (".html", ".htm", ".xlsx", ".csv"):
-        raise ConfigError(f"report --out: {out.name}: write .html, .xlsx or .csv")
+    check_format(out)  # before ClickHouse is asked anything
     backend = connect(cfg.clickhouse.url)
     try:
         report = build(backend, args.org, args.week)
     finally:
         backend.close()
     write(report, out)
-    total = sum(int(r[2]) for r in report.table("findings by rule").rows)
-    print(f"qunguard report: {args.org} {args.week}: {total} findings that stand; wrote {out}")
+    print(f"qunguard report: {args.org} {args.week}: {report.total} findings that stand; wrote {out}")
     if args.mail:
         from pipeline.report import mail
 

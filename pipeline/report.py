@@ -50,6 +50,24 @@ class Report:
     def table(self, name: str) -> Table:
         return next(t for t in self.tables if t.name == name)
 
+    @property
+    def total(self) -> int:
+        """Findings that stand this week."""
+        return sum(int(r[2]) for r in self.table("findings by rule").rows)
+
+
+# The files a report is written as, with the MIME type it is attached to a mail with.
+FORMATS = {".html": ("text", "html"), ".htm": ("text", "html"), ".csv": ("text", "csv"),
+           ".xlsx": ("application", "vnd.openxmlformats-officedocument.spreadsheetml.sheet")}
+
+
+def check_format(out: Path) -> str:
+    """The output's suffix, or a ConfigError naming the option."""
+    suffix = out.suffix.lower()
+    if suffix not in FORMATS:
+        raise ConfigError(f"report --out: {out.name}: write .html, .xlsx or .csv")
+    return suffix
+
 
 def week_bounds(week: str, tz: ZoneInfo) -> tuple[datetime, datetime]:
     m = _WEEK.match(week)
@@ -104,16 +122,14 @@ def build(backend: Backend, org: str, week: str, tz: ZoneInfo = ORG_TZ) -> Repor
 
 
 def write(report: Report, out: Path) -> None:
-    suffix = out.suffix.lower()
-    if suffix in (".html", ".htm"):
-        out.write_text(render_html(report), encoding="utf-8")
-    elif suffix == ".csv":
+    suffix = check_format(out)
+    if suffix == ".csv":
         with out.open("w", encoding="utf-8-sig", newline="") as f:  # the BOM: Excel opens UTF-8 CSV right
             write_csv(report, f)
     elif suffix == ".xlsx":
         write_xlsx(report, out)
     else:
-        raise ConfigError(f"report --out: {out.name}: write .html, .xlsx or .csv")
+        out.write_text(render_html(report), encoding="utf-8")
 
 
 def write_csv(report: Report, f: Any) -> None:
@@ -189,17 +205,14 @@ def mail(report: Report, channel: Any, attachment: Path | None, timeout: float =
 
     from pipeline.alerting.channels import deliver_mail
 
-    total = sum(int(r[2]) for r in report.table("findings by rule").rows)
     msg = EmailMessage()
-    msg["Subject"] = f"qunguard 周报 · {report.org} · {report.week} · {total} 条违规"
+    msg["Subject"] = f"qunguard 周报 · {report.org} · {report.week} · {report.total} 条违规"
     msg["From"] = channel.sender or ""
     msg["To"] = ", ".join(channel.to)
-    msg.set_content(f"{report.org} {report.week}: {total} findings that stand. The report is attached "
+    msg.set_content(f"{report.org} {report.week}: {report.total} findings that stand. The report is attached "
                     "and below as HTML.")
     msg.add_alternative(render_html(report), subtype="html")
     if attachment is not None:
-        kind = {".xlsx": ("application", "vnd.openxmlformats-officedocument.spreadsheetml.sheet"),
-                ".csv": ("text", "csv"), ".html": ("text", "html"), ".htm": ("text", "html")}
-        maintype, subtype = kind.get(attachment.suffix.lower(), ("application", "octet-stream"))
+        maintype, subtype = FORMATS[check_format(attachment)]
         msg.add_attachment(attachment.read_bytes(), maintype=maintype, subtype=subtype, filename=attachment.name)
     return deliver_mail(channel, msg, timeout)
