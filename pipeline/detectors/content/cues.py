@@ -85,6 +85,19 @@ def cue_hits(folded: str) -> dict[str, dict[str, str]]:
     return out
 
 
+@lru_cache(maxsize=16)
+def _group(rule: str, name: str) -> re.Pattern[str]:
+    combo = next(c for c in combinations() if c.rule == rule)
+    return dict(combo.groups)[name]
+
+
+def cue(rule: str, name: str, folded: str) -> str | None:
+    """One group's cue in a (folded) text, as matched, or None: for a rule that needs only that
+    group (member.impersonation: the fraud `request`), without searching every other group."""
+    m = _group(rule, name).search(folded)
+    return m.group(0) if m else None
+
+
 def needs(rule: str) -> tuple[str, ...]:
     """The groups a combination rule needs."""
     return next((tuple(n for n, _ in c.groups) for c in combinations() if c.rule == rule), ())

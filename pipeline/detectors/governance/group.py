@@ -37,7 +37,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from pipeline.detectors import EXEMPT_TYPES, Context, Outcome
-from pipeline.detectors.content.cues import cue_hits
+from pipeline.detectors.content.cues import cue
 from pipeline.detectors.membership import apply_member_event, note_sender
 from pipeline.policy import Membership, Policy
 from pipeline.text.normalize import fold
@@ -234,7 +234,7 @@ def impersonation(event: dict[str, Any], state: dict[str, Any]) -> dict[str, Any
     nickname, role = state["m"].get(uid, [uid, "member"])
     if role in PRIVILEGED or uid == state["owner"] or not event["text"]:
         return None
-    request = cue_hits(fold(event["text"])).get("content.fraud", {}).get("request")
+    request = cue("content.fraud", "request", fold(event["text"]))
     if request is None:
         return None
     for other, (name, other_role) in sorted(state["m"].items()):
