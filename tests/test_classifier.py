@@ -13,15 +13,13 @@ from pipeline.config import load_config
 from pipeline.detectors.content.classifier import default_model, load
 from pipeline.detectors.content.detector import ContentDetector
 from pipeline.policy import DEFAULT_THRESHOLDS, Policy
-from pipeline.processor import Processor
 from pipeline.review.learn import Example, relearn, train
 from pipeline.sink.backends import connect
 from pipeline.sink.migrate import migrate
-from pipeline.sink.writer import ClickHouseSink
 from pipeline.text.normalize import fold
 from schemas.records import finding_id
-from schemas.rows import Source
 from tests.conftest import REPORT
+from tests.stored import store
 from tests.test_content import message, rules
 
 HELDOUT = Path(__file__).parent / "data" / "classifier_heldout.tsv"
@@ -132,17 +130,7 @@ def test_learn_retrains_from_verdicts_in_clickhouse_and_the_policy_uses_the_resu
     fid = finding_id("content.fraud", "g1", post["msg_id"], "colleague")
     verdict = {"kind": "feedback", "event_id": "e-fb", "org_id": "org1", "ts": post["ts"] + 60_000,
                "finding_id": fid, "verdict": "false_positive", "actor_id": "reviewer", "note": "说的是部门的项目"}
-    processor = Processor(cfg)
-    sink = ClickHouseSink(backend, cfg.sink)
-    records, offset = [orjson.dumps(post), orjson.dumps(verdict)], 0
-    while records:  # the worker's path, forwards read back as Kafka would bring them
-        batch = processor.process((r, Source("t.events", 0, offset + i), offset > 0) for i, r in enumerate(records))
-        offset += len(records)
-        sink.admit(batch)
-        records = [orjson.dumps(f) for f in batch.forward]
-    batch = processor.tick(None, post["ts"] + 7_200_000)
-    sink.admit(batch)
-    sink.write(sink.take())
+    store(cfg, backend, [orjson.dumps(post), orjson.dumps(verdict)], post["ts"] + 7_200_000)
     backend.close()
     out = tmp_path / "learned.tsv"
     config = tmp_path / "qunguard.yaml"
