@@ -230,6 +230,18 @@ def cmd_report(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_console(cfg: Config, args: argparse.Namespace) -> int:
+    from pipeline.console.serve import serve
+
+    return serve(cfg, args.listen)
+
+
+def cmd_console_user(cfg: Config, args: argparse.Namespace) -> int:
+    from pipeline.console.serve import manage_users
+
+    return manage_users(cfg, args.action, args.name, args.org, args.role, args.password_stdin)
+
+
 def cmd_check(cfg: Config, args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -368,6 +380,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="F.html, F.xlsx or F.csv")
     s.add_argument("--mail", help="also send it through this smtp channel of notifier.channels")
     s.set_defaults(fn=cmd_report)
+
+    s = sub.add_parser("console", help="the security team's web console (review queue, findings, groups, members)")
+    s.add_argument("--listen", help="host:port (default: console.listen, 127.0.0.1:8088)")
+    s.set_defaults(fn=cmd_console)
+
+    s = sub.add_parser("console-user", help="add, change, remove or list the console's users")
+    s.add_argument("action", choices=["add", "remove", "list"])
+    s.add_argument("name", nargs="?")
+    s.add_argument("--org", help="the org whose data the user sees (add: needed for a new user)")
+    s.add_argument("--role", default="viewer", help="viewer, reviewer or admin (default viewer)")
+    s.add_argument("--password-stdin", action="store_true", help="read the password from stdin, not a prompt")
+    s.set_defaults(fn=cmd_console_user)
 
     s = sub.add_parser("learn", help="retrain the content classifier from the reviewers' verdicts")
     s.add_argument("--out", required=True, help="the model file to write (point content.classifier.model at it)")

@@ -132,6 +132,32 @@ class NotifierConfig(_Section):
         return v
 
 
+class ConsoleConfig(_Section):
+    listen: str = "127.0.0.1:8088"  # host:port of `qunguard console`
+    users: str = ".qunguard/console-users.json"  # the users file (`qunguard console-user`)
+    timezone: str = "Asia/Shanghai"  # the orgs' calendar: days, weeks and the heatmap's hours
+    session_hours: float = Field(12.0, gt=0)  # a sign-in lasts this long
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        host, _, port = v.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{v!r} is not host:port")
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{v!r} is not an IANA time zone") from None
+        return v
+
+
 class Config(_Section):
     kafka: KafkaConfig = KafkaConfig()
     clickhouse: ClickHouseConfig = ClickHouseConfig()
@@ -141,6 +167,7 @@ class Config(_Section):
     policy: PolicyConfig = PolicyConfig()
     worker: WorkerConfig = WorkerConfig()
     notifier: NotifierConfig = NotifierConfig()
+    console: ConsoleConfig = ConsoleConfig()
 
     def topic(self, name: str) -> str:
         return f"{self.kafka.topic_prefix}{name}"

@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import html
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -21,12 +20,12 @@ from zoneinfo import ZoneInfo
 
 from pipeline.alerting.labels import LABELS
 from pipeline.audit import PROBLEMS, audit_members
+from pipeline.charts import FAMILIES, bars
 from pipeline.config import ConfigError
 from pipeline.sink import queries
 from pipeline.sink.backends import Backend
 
 DAY_MS = 86_400_000
-FAMILIES = ("content", "conduct", "flood", "deadline", "member", "group", "sanction")
 ORG_TZ = ZoneInfo("Asia/Shanghai")  # the policies' calendar
 _WEEK = re.compile(r"^(\d{4})-W(\d{2})$")
 
@@ -162,37 +161,12 @@ def render_html(report: Report) -> str:
              "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
              "td,th{border:1px solid #ccc;padding:2px 8px;text-align:left}</style>",
              f"<h1>{_e(title)}</h1><p>{_e(period)}; findings that stand (withdrawn ones left out)</p>",
-             "<h2>findings per day</h2>", _bars(report.per_day)]
+             "<h2>findings per day</h2>", bars(report.per_day)]
     for t in report.tables:
         parts.append(f"<h2>{_e(t.name)}</h2><table><tr>{''.join(f'<th>{_e(h)}</th>' for h in t.headers)}</tr>")
         parts += [f"<tr>{''.join(f'<td>{_e(v)}</td>' for v in row)}</tr>" for row in t.rows]
         parts.append("</table>" + ("" if t.rows else "<p>none</p>"))
     return "\n".join(parts) + "\n</html>\n"
-
-
-COLOURS = dict(zip(FAMILIES, ("#d62728", "#9467bd", "#ff7f0e", "#1f77b4", "#2ca02c", "#8c564b", "#e377c2"),
-                   strict=True))
-
-
-def _bars(per_day: Sequence[tuple[str, dict[str, int]]]) -> str:
-    """Stacked bars per day and family, as SVG."""
-    top = max((sum(c.values()) for _, c in per_day), default=0) or 1
-    width, height, bar = 560, 200, 60
-    out = [f'<svg width="{width}" height="{height + 55}" role="img" aria-label="findings per day">']
-    for i, (day, counts) in enumerate(per_day):
-        y = float(height)
-        for family in FAMILIES:
-            n = counts.get(family, 0)
-            if n:
-                h = n / top * height
-                y -= h
-                out.append(f'<rect x="{i * 80 + 10}" y="{y:.1f}" width="{bar}" height="{h:.1f}" '
-                           f'fill="{COLOURS[family]}"><title>{day} {family}: {n}</title></rect>')
-        out.append(f'<text x="{i * 80 + 10}" y="{height + 15}" font-size="11">{day[5:]}</text>'
-                   f'<text x="{i * 80 + 10}" y="{height + 30}" font-size="11">{sum(counts.values())}</text>')
-    legend = " ".join(f'<tspan fill="{COLOURS[f]}">■ {f}</tspan>' for f in FAMILIES)
-    out.append(f'<text x="10" y="{height + 50}" font-size="11">{legend}</text></svg>')
-    return "".join(out)
 
 
 def _e(v: Any) -> str:

@@ -155,8 +155,8 @@ def undelivered_alerts(db: str) -> str:
 # Findings that stand (not withdrawn) of one org in [start, end) ms, event time.
 
 def _standing(db: str, org: str, start: int, end: int) -> str:
-    return (f"SELECT * FROM {db}.findings_current WHERE org_id = '{quote(org)}' AND ts >= {int(start)} "
-            f"AND ts < {int(end)} AND status != 'false_positive'")
+    return (f"SELECT * FROM ({_org_findings(db, org, f'ts >= {int(start)} AND ts < {int(end)}')}) "
+            "WHERE status != 'false_positive'")
 
 
 def report_by_rule(db: str, org: str, start: int, end: int) -> str:
@@ -195,3 +195,168 @@ def report_answer_rates(db: str, org: str, start: int, end: int) -> str:
 def report_sanctions(db: str, org: str, start: int, end: int) -> str:
     return (f"SELECT ts, group_id, user_id, rule, visitParamExtractInt(evidence, 'count') "
             f"FROM ({_standing(db, org, start, end)}) WHERE rule LIKE 'sanction.%' ORDER BY ts, group_id, user_id")
+
+
+# --- the console (pipeline/console/) ----------------------------------------------------------------
+# Every console query takes the signed-in user's org and filters on it inside the innermost read of
+# each table, so no row of another org is ever read, let alone shown (and the primary keys, which
+# start with org_id, keep a big table's other orgs unread).
+
+def _eq(column: str, value: str) -> str:
+    return f"{column} = '{quote(value)}'"
+
+
+def _org(org: str) -> str:
+    return _eq("org_id", org)
+
+
+def _org_findings(db: str, org: str, where: str = "") -> str:
+    """One org's findings with their current review status (findings_current, read for one org)."""
+    more = f" AND {where}" if where else ""
+    return (f"SELECT f.*, if(s.finding_id = '', 'open', s.status) AS status, s.actor_id AS decided_by, "
+            f"s.ts AS decided_at FROM (SELECT * FROM {db}.findings FINAL WHERE {_org(org)}{more}) AS f "
+            f"LEFT JOIN (SELECT finding_id, argMax(status, seq) AS status, argMax(actor_id, seq) AS actor_id, "
+            f"max(ts) AS ts FROM {db}.finding_status FINAL WHERE {_org(org)} GROUP BY finding_id) AS s "
+            "USING (finding_id)")
+
+
+def console_latest(db: str, org: str) -> str:
+    """The org's latest finding time (ms): the end of the console's default window."""
+    return f"SELECT max(ts), count() FROM {db}.findings WHERE {_org(org)}"
+
+
+def console_heatmap(db: str, org: str, start: int, end: int, tz: str) -> str:
+    """(ISO weekday 1–7, hour 0–23, findings that stand) in the org's time zone."""
+    return (f"SELECT toDayOfWeek(t) AS wd, toHour(t) AS h, count() FROM (SELECT "
+            f"toDateTime(intDiv(ts, 1000), '{quote(tz)}') AS t FROM ({_standing(db, org, start, end)})) GROUP BY wd, h")
+
+
+def console_queue(db: str, org: str, statuses: Sequence[str], rule: str, group: str, start: int, end: int,
+                  limit: int) -> str:
+    """(finding_id, rule, severity, group_id, user_id, ts, status, evidence) to review: most severe
+    first, then oldest."""
+    conds = [f"ts >= {int(start)}", f"ts < {int(end)}"]
+    if rule:
+        conds.append(f"rule = '{quote(rule)}'")
+    if group:
+        conds.append(f"group_id = '{quote(group)}'")
+    wanted = ", ".join(f"'{quote(s)}'" for s in statuses)
+    return (f"SELECT finding_id, rule, severity, group_id, user_id, ts, status, evidence "
+            f"FROM ({_org_findings(db, org, ' AND '.join(conds))}) WHERE status IN ({wanted}) "
+            f"ORDER BY multiIf(severity = 'critical', 0, severity = 'high', 1, severity = 'medium', 2, 3), ts "
+            f"LIMIT {int(limit)}")
+
+
+def console_queue_counts(db: str, org: str) -> str:
+    """(status, findings) of the whole org."""
+    return f"SELECT status, count() FROM ({_org_findings(db, org)}) GROUP BY status ORDER BY status"
+
+
+def console_rules(db: str, org: str) -> str:
+    return f"SELECT DISTINCT rule FROM {db}.findings WHERE {_org(org)} ORDER BY rule"
+
+
+def console_finding(db: str, org: str, finding_id: str) -> str:
+    """(finding_id, rule, severity, group_id, msg_id, user_id, ts, evidence, policy_version, status)."""
+    return (f"SELECT finding_id, rule, severity, group_id, msg_id, user_id, ts, evidence, policy_version, status "
+            f"FROM ({_org_findings(db, org, _eq('finding_id', finding_id))})")
+
+
+def console_findings_of(db: str, org: str, finding_ids: Sequence[str]) -> str:
+    """Which of these finding ids are the org's."""
+    values = ", ".join(f"'{quote(f)}'" for f in finding_ids) or "''"
+    return f"SELECT DISTINCT finding_id FROM {db}.findings WHERE {_org(org)} AND finding_id IN ({values})"
+
+
+def console_history(db: str, org: str, finding_id: str) -> str:
+    """(seq, ts, status, verdict, actor_id, note) of one finding's verdicts, in order."""
+    return (f"SELECT seq, ts, status, verdict, actor_id, note FROM {db}.finding_status FINAL "
+            f"WHERE {_org(org)} AND finding_id = '{quote(finding_id)}' ORDER BY seq")
+
+
+_MESSAGE = "msg_id, sender_id, sender_name, msg_type, text, ts"
+
+
+def console_message(db: str, org: str, group: str, msg_id: str) -> str:
+    """(msg_id, sender_id, sender_name, msg_type, text, ts) of one message."""
+    return (f"SELECT {_MESSAGE} FROM {db}.messages WHERE {_org(org)} AND group_id = '{quote(group)}' "
+            f"AND msg_id = '{quote(msg_id)}' LIMIT 1")
+
+
+def console_around(db: str, org: str, group: str, ts: int, before: bool, limit: int = 5) -> str:
+    """The messages just before (or after) `ts` in a group, nearest first."""
+    op, order = ("<", "DESC") if before else (">", "ASC")
+    return (f"SELECT {_MESSAGE} FROM {db}.messages WHERE {_org(org)} AND group_id = '{quote(group)}' "
+            f"AND ts {op} {int(ts)} ORDER BY ts {order} LIMIT {int(limit)}")
+
+
+def console_group_exists(db: str, org: str, group: str) -> str:
+    return (f"SELECT count() FROM {db}.raw_events WHERE {_org(org)} AND group_id = '{quote(group)}'")
+
+
+def console_group_name(db: str, org: str, group: str) -> str:
+    return (f"SELECT argMax(visitParamExtractString(payload, 'name'), ts) FROM {db}.raw_events "
+            f"WHERE {_org(org)} AND kind = 'group' AND group_id = '{quote(group)}'")
+
+
+def console_group_names(db: str, org: str) -> str:
+    """(group_id, the latest name its `group` events gave it) of one org."""
+    return (f"SELECT group_id, argMax(visitParamExtractString(payload, 'name'), ts) FROM {db}.raw_events "
+            f"WHERE {_org(org)} AND kind = 'group' AND visitParamExtractString(payload, 'name') != '' "
+            "GROUP BY group_id")
+
+
+def console_members(db: str, org: str, group: str) -> str:
+    """(user_id, present, nickname, name, departed, nickname_bad, external) as each member stands now."""
+    return (f"SELECT user_id, now_present, now_nickname, now_name, now_departed, now_nickname_bad, now_external "
+            f"FROM ({_current_memberships(db, org, group)}) ORDER BY now_present DESC, user_id")
+
+
+def console_group_rules(db: str, org: str, group: str) -> str:
+    """(rule, findings that stand, open) in one group."""
+    return (f"SELECT rule, countIf(status != 'false_positive'), countIf(status IN ('open', 'appealed')) "
+            f"FROM ({_org_findings(db, org, _eq('group_id', group))}) GROUP BY rule ORDER BY rule")
+
+
+def console_recent(db: str, org: str, column: str, value: str, limit: int = 50) -> str:
+    """(finding_id, rule, severity, group_id, user_id, ts, status) latest first, of one group or member."""
+    assert column in ("group_id", "user_id")
+    return (f"SELECT finding_id, rule, severity, group_id, user_id, ts, status "
+            f"FROM ({_org_findings(db, org, _eq(column, value))}) ORDER BY ts DESC LIMIT {int(limit)}")
+
+
+def console_answer_rates(db: str, org: str, group: str) -> str:
+    """(notice_id, ts, answers asked for, answered in time, answered late, text) of a group's notices."""
+    return (f"SELECT n.notice_id, n.ts, n.responders, r.in_time, r.late_ones, n.text FROM "
+            f"(SELECT notice_id, any(ts) AS ts, any(responders) AS responders, any(text) AS text "
+            f"FROM {db}.notices WHERE {_org(org)} AND group_id = '{quote(group)}' GROUP BY notice_id) AS n "
+            f"LEFT JOIN (SELECT notice_id, uniqExactIf(user_id, late = 0) AS in_time, "
+            f"uniqExactIf(user_id, late = 1) AS late_ones FROM {db}.responses WHERE {_org(org)} "
+            f"AND group_id = '{quote(group)}' GROUP BY notice_id) AS r USING (notice_id) ORDER BY n.ts DESC")
+
+
+def console_member_groups(db: str, org: str, user: str) -> str:
+    """(group_id, present, nickname, name, departed, nickname_bad, external) of one person, per group."""
+    return (f"SELECT group_id, now_present, now_nickname, now_name, now_departed, now_nickname_bad, now_external "
+            f"FROM ({_current_memberships(db, org, None)}) WHERE user_id = '{quote(user)}' ORDER BY group_id")
+
+
+def console_member_exists(db: str, org: str, user: str) -> str:
+    return f"SELECT count() FROM {db}.raw_events WHERE {_org(org)} AND user_id = '{quote(user)}'"
+
+
+def console_member_strikes(db: str, org: str, user: str) -> str:
+    """(group_id, findings that stand, sanctions, the latest sanction) of one person, per group."""
+    return (f"SELECT group_id, countIf(rule NOT LIKE 'sanction.%' AND status != 'false_positive'), "
+            f"countIf(rule LIKE 'sanction.%' AND status != 'false_positive'), "
+            f"argMaxIf(rule, ts, rule LIKE 'sanction.%' AND status != 'false_positive') "
+            f"FROM ({_org_findings(db, org, _eq('user_id', user))}) GROUP BY group_id ORDER BY group_id")
+
+
+def console_deadletters(db: str, org: str, since_s: int) -> str:
+    """(reason, dead letters) received since `since_s` (unix s) whose record names the org; the reason
+    '' counts those that name no org (unparseable records): their reasons may quote another org's."""
+    return (f"SELECT if(o = '', '', error) AS reason, count() FROM (SELECT error, "
+            f"visitParamExtractString(raw, 'org_id') AS o FROM {db}.deadletter "
+            f"WHERE received_at >= toDateTime({int(since_s)})) WHERE o IN ('', '{quote(org)}') "
+            "GROUP BY reason ORDER BY count() DESC LIMIT 10")

@@ -1,0 +1,259 @@
+"""The console's web application (Flask): sign-in, sessions, CSRF, roles, and the pages.
+
+Every page is for a signed-in user and reads only that user's org: the org comes from the session,
+never from the URL or a form, and each query filters on it (pipeline/console/pages.py). A finding,
+group or member of another org is "not found", the same answer as one that does not exist.
+Every POST carries the session's CSRF token. Verdicts go to Kafka as feedback events."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from functools import wraps
+from typing import Any
+from urllib.parse import urlencode, urlparse
+from zoneinfo import ZoneInfo
+
+from flask import Flask, abort, flash, g, redirect, render_template, request, session, url_for
+from markupsafe import Markup
+
+from pipeline import charts
+from pipeline.alerting.labels import LABELS, SEVERITY_LABELS
+from pipeline.config import ConfigError
+from pipeline.console import pages
+from pipeline.console.users import ROLES, User, Users
+from pipeline.console.verdicts import NotSent, SchemaError, Send, feedback
+from pipeline.sink.backends import Backend
+from schemas.records import VERDICTS
+
+Health = Callable[[], dict[str, Any]]
+MAX_BULK = 500  # verdicts in one submission
+
+
+def create_app(backend: Backend, users: Users, send: Send, tz: str = "Asia/Shanghai",
+               health: Health | None = None, session_hours: float = 12.0,
+               clock: Callable[[], float] = time.time) -> Flask:
+    app = Flask(__name__)
+    app.config.update(SECRET_KEY=users.secret, SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Strict",
+                      PERMANENT_SESSION_LIFETIME=timedelta(hours=session_hours), MAX_CONTENT_LENGTH=1 << 20)
+    zone = ZoneInfo(tz)
+
+    def now_ms() -> int:
+        return int(clock() * 1000)
+
+    # --- templates' helpers ------------------------------------------------------------------------
+    @app.template_filter("when")
+    def _when(ms: Any) -> str:
+        return datetime.fromtimestamp(int(ms) / 1000, zone).strftime("%Y-%m-%d %H:%M:%S") if ms else ""
+
+    @app.template_filter("age")
+    def _age(ms: Any) -> str:
+        ref = g.get("window")
+        minutes = ((int(ref.latest.timestamp() * 1000) if ref and ref.latest else now_ms()) - int(ms)) // 60_000
+        if minutes < 60:
+            return f"{max(0, minutes)} min"
+        return f"{minutes // 60} h" if minutes < 48 * 60 else f"{minutes // 1440} d"
+
+    @app.context_processor
+    def _helpers() -> dict[str, Any]:
+        return {"csrf_token": _csrf_token, "label": lambda r: LABELS.get(r, ""), "severity_label": SEVERITY_LABELS,
+                "user": g.get("user"), "verdicts": VERDICTS, "roles": ROLES, "statuses": pages.STATUSES}
+
+    # --- sessions, CSRF, roles ---------------------------------------------------------------------
+    def _csrf_token() -> str:
+        if "csrf" not in session:
+            session["csrf"] = secrets.token_urlsafe(32)
+        return str(session["csrf"])
+
+    @app.before_request
+    def _load_user() -> Any:
+        g.user = None
+        name = session.get("user")
+        if name:
+            users.reload()
+            user = users.get(name)
+            # A user removed, moved to another org or given another role signs in again.
+            if user is None or (user.org, user.role) != (session.get("org"), session.get("role")) \
+                    or clock() > float(session.get("until", 0)):
+                session.clear()
+            else:
+                g.user = user
+        if request.method == "POST":
+            sent = request.form.get("csrf", "")
+            if not sent or not secrets.compare_digest(sent, str(session.get("csrf", ""))):
+                abort(400, "the form's CSRF token is missing or not this session's: reload the page and try again")
+        return None
+
+    @app.after_request
+    def _headers(resp: Any) -> Any:
+        resp.headers["Content-Security-Policy"] = ("default-src 'self'; script-src 'none'; style-src 'self'; "
+                                                   "img-src 'self' data:; frame-ancestors 'none'; form-action 'self'")
+        resp.headers["X-Content-Type-Options"] = "nosniff"
+        resp.headers["Referrer-Policy"] = "same-origin"
+        resp.headers["Cache-Control"] = "no-store"
+        return resp
+
+    def requires(role: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+            @wraps(fn)
+            def inner(*a: Any, **kw: Any) -> Any:
+                if g.user is None:
+                    return redirect(url_for("login", next=request.full_path if request.method == "GET" else None))
+                if not g.user.can(role):
+                    abort(403, f"this needs the {role} role")
+                return fn(*a, **kw)
+            return inner
+        return wrap
+
+    def _days() -> int:
+        try:
+            return min(max(int(request.args.get("days", 7)), 1), 92)
+        except ValueError:
+            return 7
+
+    def _window() -> pages.Window:
+        g.window = pages.window(backend, g.user.org, _days(), zone, now_ms())
+        return g.window
+
+    # --- sign-in -----------------------------------------------------------------------------------
+    @app.route("/login", methods=["GET", "POST"])
+    def login() -> Any:
+        if request.method == "POST":
+            user = users.verify(request.form.get("name", ""), request.form.get("password", ""))
+            if user is None:
+                flash("wrong name or password")
+                return render_template("login.html"), 401
+            session.clear()  # a new session on sign-in: no fixation
+            session.permanent = True
+            session.update(user=user.name, org=user.org, role=user.role, until=clock() + session_hours * 3600)
+            return redirect(_safe_next(request.args.get("next")))
+        return render_template("login.html")
+
+    @app.post("/logout")
+    def logout() -> Any:
+        session.clear()
+        return redirect(url_for("login"))
+
+    @app.get("/healthz")
+    def healthz() -> Any:
+        return {"ok": True}
+
+    # --- pages -------------------------------------------------------------------------------------
+    @app.get("/")
+    @requires("viewer")
+    def overview() -> Any:
+        w = _window()
+        data = pages.overview(backend, g.user.org, w, zone)
+        status = health() if health else {}
+        dead = pages.deadletters(backend, g.user.org, int(clock()) - 7 * 86400)
+        return render_template("overview.html", w=w, d=data, bars=Markup(charts.bars(data["per_day"])),
+                               heatmap=Markup(charts.heatmap(data["heatmap"])), health=status, dead=dead)
+
+    @app.get("/queue")
+    @requires("viewer")
+    def queue() -> Any:
+        w = _window()
+        status = request.args.get("status", "")
+        statuses = (status,) if status in pages.STATUSES else pages.OPEN
+        rule, group_id = request.args.get("rule", ""), request.args.get("group", "")
+        items = pages.queue(backend, g.user.org, w, statuses, rule, group_id)
+        return render_template("queue.html", w=w, items=items, rules=pages.rules(backend, g.user.org),
+                               names=pages.group_names(backend, g.user.org), status=status, rule=rule,
+                               group_id=group_id, days=_days(), here=request.full_path)
+
+    @app.get("/findings/<finding_id>")
+    @requires("viewer")
+    def finding(finding_id: str) -> Any:
+        f = pages.finding(backend, g.user.org, finding_id)
+        if f is None:
+            abort(404)
+        return render_template("finding.html", f=f, here=request.full_path)
+
+    @app.get("/groups/<group_id>")
+    @requires("viewer")
+    def group(group_id: str) -> Any:
+        d = pages.group(backend, g.user.org, group_id)
+        if d is None:
+            abort(404)
+        return render_template("group.html", d=d)
+
+    @app.get("/members/<user_id>")
+    @requires("viewer")
+    def member(user_id: str) -> Any:
+        d = pages.member(backend, g.user.org, user_id)
+        if d is None:
+            abort(404)
+        return render_template("member.html", d=d)
+
+    @app.post("/verdicts")
+    @requires("reviewer")
+    def verdicts() -> Any:
+        ids = list(dict.fromkeys(request.form.getlist("finding_id")))
+        verdict, note = request.form.get("verdict", ""), request.form.get("note", "").strip()[:500]
+        back = _safe_next(request.form.get("next"))
+        if verdict not in VERDICTS:
+            abort(400, f"verdict must be one of {', '.join(VERDICTS)}")
+        if not ids:
+            flash("no finding was selected")
+            return redirect(back)
+        if len(ids) > MAX_BULK:
+            abort(400, f"at most {MAX_BULK} findings at once")
+        ours = set(pages.findings_of(backend, g.user.org, ids))
+        if len(ours) != len(ids):
+            abort(404)  # another org's finding, or none: the same answer
+        try:
+            events = [feedback(g.user.org, fid, verdict, g.user.name, note, now_ms()) for fid in ids]
+            send(events)
+        except SchemaError as exc:
+            abort(400, str(exc))
+        except NotSent as exc:
+            flash(f"not sent: {exc}")
+            return redirect(back), 503  # type: ignore[return-value]
+        flash(f"{len(events)} verdict(s) “{verdict}” sent; the finding's status changes when the worker has applied "
+              "them (seconds)")
+        return redirect(back)
+
+    # --- users (admins of the org) -----------------------------------------------------------------
+    @app.route("/users", methods=["GET", "POST"])
+    @requires("admin")
+    def users_page() -> Any:
+        if request.method == "POST":
+            name, role = request.form.get("name", "").strip(), request.form.get("role", "")
+            password = request.form.get("password") or None
+            existing = users.get(name)
+            if existing is not None and existing.org != g.user.org:
+                flash(f"{name}: the name is taken")  # by another org's user, whom this org cannot change
+            elif request.form.get("remove"):
+                if name == g.user.name:
+                    flash("you cannot remove yourself")
+                elif existing is not None:
+                    users.remove(name)
+                    flash(f"{name} removed")
+            else:
+                try:
+                    users.put(name, g.user.org, role, password)
+                    flash(f"{name}: {role}")
+                except ConfigError as exc:
+                    flash(str(exc))
+            return redirect(url_for("users_page"))
+        return render_template("users.html", people=users.of_org(g.user.org))
+
+    @app.errorhandler(400)
+    @app.errorhandler(403)
+    @app.errorhandler(404)
+    def _error(exc: Any) -> Any:
+        return render_template("error.html", code=exc.code, message=exc.description), exc.code
+
+    def _safe_next(target: str | None) -> str:
+        """Only a path of this site (no open redirect to another host)."""
+        if target and target.startswith("/") and not target.startswith("//") and not urlparse(target).netloc:
+            return target
+        return url_for("overview")
+
+    app.jinja_env.globals["query"] = lambda **kw: "?" + urlencode({k: v for k, v in kw.items() if v})
+    return app
+
+
+__all__ = ["User", "create_app"]
