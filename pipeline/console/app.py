@@ -7,6 +7,7 @@ Every POST carries the session's CSRF token. Verdicts go to Kafka as feedback ev
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from collections.abc import Callable
@@ -47,6 +48,10 @@ def create_app(backend: Backend, users: Users, send: Send, tz: str = "Asia/Shang
     @app.template_filter("when")
     def _when(ms: Any) -> str:
         return datetime.fromtimestamp(int(ms) / 1000, zone).strftime("%Y-%m-%d %H:%M:%S") if ms else ""
+
+    @app.template_filter("pretty")
+    def _pretty(value: Any) -> str:
+        return json.dumps(value, ensure_ascii=False, indent=2)
 
     @app.template_filter("age")
     def _age(ms: Any) -> str:

@@ -100,7 +100,20 @@ def queue(backend: Backend, org: str, w: Window, statuses: tuple[str, ...], rule
     s, e = w.ms
     rows = backend.query(queries.console_queue(backend.database, org, statuses, rule, group, s, e, limit))
     keys = ("finding_id", "rule", "severity", "group_id", "user_id", "ts", "status", "evidence")
-    return [dict(zip(keys, r, strict=True)) | {"ts": int(r[5])} for r in rows]
+    return [dict(zip(keys, r, strict=True)) | {"ts": int(r[5]), "summary": summary(r[7])} for r in rows]
+
+
+def summary(evidence_json: str, limit: int = 60) -> str:
+    """A line a reviewer can scan: the matched terms, or the evidence's plain values."""
+    try:
+        evidence = orjson.loads(evidence_json) if evidence_json else {}
+    except orjson.JSONDecodeError:
+        return evidence_json[:limit]
+    terms = list(dict.fromkeys(w for _, _, w in spans(evidence) if w))
+    if not terms and isinstance(evidence, dict):
+        terms = [f"{k}={v}" for k, v in evidence.items() if isinstance(v, str | int | float) and v != ""]
+    text = ", ".join(terms)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def rules(backend: Backend, org: str) -> list[str]:
