@@ -55,8 +55,8 @@ def create_app(backend: Backend, users: Users, send: Send, tz: str = "Asia/Shang
 
     @app.template_filter("age")
     def _age(ms: Any) -> str:
-        ref = g.get("window")
-        minutes = ((int(ref.latest.timestamp() * 1000) if ref and ref.latest else now_ms()) - int(ms)) // 60_000
+        """How long a finding has waited for review: the wall clock, an edge's time."""
+        minutes = (now_ms() - int(ms)) // 60_000
         if minutes < 60:
             return f"{max(0, minutes)} min"
         return f"{minutes // 60} h" if minutes < 48 * 60 else f"{minutes // 1440} d"
@@ -119,8 +119,7 @@ def create_app(backend: Backend, users: Users, send: Send, tz: str = "Asia/Shang
             return 7
 
     def _window() -> pages.Window:
-        g.window = pages.window(backend, g.user.org, _days(), zone, now_ms())
-        return g.window
+        return pages.window(backend, g.user.org, _days(), zone, now_ms())
 
     # --- sign-in -----------------------------------------------------------------------------------
     @app.route("/login", methods=["GET", "POST"])
