@@ -12,7 +12,8 @@ setup:
 	bash scripts/setup.sh
 
 demo: setup
-	.venv/bin/qunguard demo
+	bash scripts/services.sh
+	.venv/bin/qunguard demo --console
 
 test: setup
 	bash scripts/test-services.sh

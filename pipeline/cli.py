@@ -299,7 +299,7 @@ def cmd_audit(cfg: Config, args: argparse.Namespace) -> int:
 def cmd_demo(cfg: Config, args: argparse.Namespace) -> int:
     from pipeline.devtools.demo import run_demo
 
-    run_demo(cfg, seconds=args.seconds, rate=args.rate, seed=args.seed)
+    run_demo(cfg, seconds=args.seconds, rate=args.rate, seed=args.seed, web=args.console)
     return 0
 
 
@@ -428,6 +428,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seconds", type=float, default=30.0)
     s.add_argument("--rate", type=float, default=1500.0, help="events per second")
     s.add_argument("--seed", type=int, default=7)
+    s.add_argument("--console", action="store_true",
+                   help="then serve the console over the demo's data until Ctrl-C (needs clickhouse-server)")
     s.set_defaults(fn=cmd_demo)
     return p
 

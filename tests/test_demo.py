@@ -30,3 +30,56 @@ def test_demo_runs_on_embedded_defaults(tmp_path):
     # Members collected strikes and the ladder proposed sanctions; reviewers' verdicts took effect.
     assert "sanction.warn" in rows and "Latest sanctions proposed" in out
     assert "confirmed" in rows
+
+
+@pytest.mark.slow
+def test_demo_leaves_a_console_a_newcomer_signs_in_to(tmp_path):
+    """`make demo` runs `qunguard demo --console`: the summary, then a console on the demo's data
+    with one admin per org, whose password the demo prints; SIGTERM stops all of it."""
+    import http.cookiejar
+    import re
+    import signal
+    import time
+    import urllib.parse
+    import urllib.request
+
+    from pipeline.devtools.devservices import free_port, wait_port
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QG_")}
+    env.update(PYTHONPATH=str(ROOT), QG_CONSOLE_LISTEN=f"127.0.0.1:{port}", COLUMNS="200")
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "demo", "--console", "--seconds", "5",
+                             "--rate", "800"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    out: list[str] = []
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            out.append(line)
+            if "qunguard console on" in line:
+                break
+        text = "".join(out)
+        assert "qunguard console on" in text, text[-3000:]
+        wait_port(port, 10, proc, "the demo's console")
+        password = re.search(r"│ org1\s+│ org1-admin\s+│ (\S+)\s+│ admin", text).group(1)
+        jar = http.cookiejar.CookieJar()
+        browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+        base = f"http://127.0.0.1:{port}"
+        login = browser.open(base + "/login").read().decode()
+        token = re.search(r'name="csrf" value="([^"]+)"', login).group(1)
+        form = urllib.parse.urlencode({"name": "org1-admin", "password": password, "csrf": token}).encode()
+        page = browser.open(base + "/login", data=form).read().decode()
+        assert "<h1>org1 ·" in page and "findings that stand" in page
+        queue = browser.open(base + "/queue?days=92").read().decode()
+        assert "false-positive" in queue, "an admin reviews too"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            rest, _ = proc.communicate(timeout=90)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert proc.returncode == 0, rest[-2000:]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import signal
 import sys
 import threading
 import time
@@ -84,8 +85,15 @@ def serve(cfg: Config, listen: str | None = None) -> int:
                      session_hours=cfg.console.session_hours)
     server = create_server(app, host=host, port=int(port), threads=8)
     print(f"qunguard console on http://{host}:{server.effective_port}/ (users: {cfg.console.users})", flush=True)
+
+    def _stop(*_: Any) -> None:
+        raise KeyboardInterrupt  # SIGTERM ends the console as Ctrl-C does: what it started is stopped
+
+    signal.signal(signal.SIGTERM, _stop)
     try:
         server.run()
+    except KeyboardInterrupt:
+        pass
     finally:
         sender.close()
         backend.close()

@@ -19,8 +19,8 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline.audit import PROBLEMS, audit_members
-from pipeline.config import Channel, Config, config_env
-from pipeline.devtools.devservices import Service, start_tansu
+from pipeline.config import Channel, Config, ConfigError, config_env
+from pipeline.devtools.devservices import Service, start_clickhouse, start_tansu
 from pipeline.devtools.produce import produce, wait_drained
 from pipeline.devtools.receiver import Receiver
 from pipeline.devtools.simulate import Simulator
@@ -33,7 +33,10 @@ DEFAULT_CHDB = "chdb:.qunguard/chdb"
 
 
 def run_demo(cfg: Config, seconds: float = 30.0, rate: float = 1500.0, seed: int = 7,
-             console: Console | None = None) -> dict[str, int]:
+             console: Console | None = None, web: bool = False) -> dict[str, int]:
+    """The demo; with `web`, it then keeps the worker, the notifier and the services running and
+    serves the console over the demo's data (on a ClickHouse server: chDB is one process at a time)
+    until Ctrl-C."""
     console = console or Console()
     home = Path(".qunguard/demo")
     services: list[Service] = []
@@ -48,7 +51,17 @@ def run_demo(cfg: Config, seconds: float = 30.0, rate: float = 1500.0, seed: int
             # Tansu delays a new consumer group by about half its session timeout.
             cfg = cfg.model_copy(update={
                 "kafka": cfg.kafka.model_copy(update={"url": tansu.url, "session_timeout_seconds": 6.0})})
-        if cfg.clickhouse.url == DEFAULT_CHDB:
+        if cfg.clickhouse.url == DEFAULT_CHDB and web:
+            console.print("[dim]no clickhouse.url configured: Debian's clickhouse-server, data in "
+                          ".qunguard/demo/clickhouse (the console and the worker share it)[/]")
+            shutil.rmtree(home / "clickhouse", ignore_errors=True)
+            try:
+                server = start_clickhouse(home / "clickhouse")
+            except RuntimeError as exc:
+                raise ConfigError(f"demo --console: {exc}; or set clickhouse.url") from None
+            services.append(server)
+            cfg = cfg.model_copy(update={"clickhouse": cfg.clickhouse.model_copy(update={"url": server.url})})
+        elif cfg.clickhouse.url == DEFAULT_CHDB:
             console.print("[dim]no clickhouse.url configured: embedded chDB in .qunguard/demo/chdb[/]")
             shutil.rmtree(home / "chdb", ignore_errors=True)
             cfg = cfg.model_copy(update={"clickhouse": cfg.clickhouse.model_copy(
@@ -75,6 +88,11 @@ def run_demo(cfg: Config, seconds: float = 30.0, rate: float = 1500.0, seed: int
         console.print("[dim]letting the worker's timers run…[/]")
         # Findings made at a tick (deadlines, sanctions) reach their alert stage through Kafka.
         time.sleep(6 * cfg.worker.timer_seconds + 5)  # a big first tick (the escalations) takes seconds
+        if web:
+            counts = summarize(cfg, console)
+            counts["webhook_alerts"] = show_received(receiver, console)
+            serve_console(cfg, home, console, sim.orgs)
+            return counts
         worker.terminate()
         worker.wait(60)
         worker = None
@@ -92,6 +110,29 @@ def run_demo(cfg: Config, seconds: float = 30.0, rate: float = 1500.0, seed: int
         receiver.close()
         for s in services:
             s.stop()
+
+
+def serve_console(cfg: Config, home: Path, console: Console, orgs: list[str]) -> None:
+    """The console over the demo's data, one admin per org with a new password, until Ctrl-C."""
+    import secrets
+
+    from pipeline.console.serve import serve
+    from pipeline.console.users import Users
+
+    path = home / "console-users.json"
+    path.unlink(missing_ok=True)
+    users = Users(path)
+    t = Table(title="Console users (a new password each demo; `qunguard console-user` manages them)")
+    for col in ("org", "name", "password", "role"):
+        t.add_column(col)
+    for org in orgs:
+        password = secrets.token_urlsafe(9)
+        users.put(f"{org}-admin", org, "admin", password)
+        t.add_row(org, f"{org}-admin", password, "admin")
+    console.print(t)
+    cfg = cfg.model_copy(update={"console": cfg.console.model_copy(update={"users": str(path)})})
+    console.print("[bold]Ctrl-C stops the console, the worker and the services.[/]")
+    serve(cfg)
 
 
 def _with_alerts(cfg: Config, home: Path, receiver: Receiver) -> Config:

@@ -72,6 +72,7 @@ def start_clickhouse(root: Path, port: int | None = None) -> Service:
     binary = shutil.which("clickhouse-server") or shutil.which("clickhouse")
     if binary is None:
         raise RuntimeError("clickhouse-server is not installed (apt-get install clickhouse-server)")
+    root = root.resolve()  # the server runs in `root` and reads its config from there
     tcp = port or free_port()
     http = free_port()
     for sub in ("data", "tmp", "user_files", "format_schemas", "log"):
