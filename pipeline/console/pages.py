@@ -82,7 +82,7 @@ def overview(backend: Backend, org: str, w: Window, tz: ZoneInfo) -> dict[str, A
                    _ints(backend.query(queries.report_top_groups(db, org, s, e)))],
         "members": _ints(backend.query(queries.report_top_members(db, org, s, e))),
         "answers": answers,
-        "status": _ints(backend.query(queries.console_queue_counts(db, org))),
+        "status": _ints(backend.query(queries.console_queue_counts(db, org, s, e))),
         "families": FAMILIES,
     }
 
@@ -125,13 +125,13 @@ def finding(backend: Backend, org: str, finding_id: str) -> dict[str, Any] | Non
     rows = backend.query(queries.console_finding(db, org, finding_id))
     if not rows:
         return None
-    keys = ("finding_id", "rule", "severity", "group_id", "msg_id", "user_id", "ts", "evidence",
-            "policy_version", "status")
+    keys = ("finding_id", "rule", "severity", "group_id", "msg_id", "user_id", "ts", "evidence", "policy_version")
     f = dict(zip(keys, rows[0], strict=True))
     f["ts"] = int(f["ts"])
     f["evidence"] = orjson.loads(f["evidence"]) if f["evidence"] else {}
     f["history"] = [dict(zip(("seq", "ts", "status", "verdict", "actor_id", "note"), r, strict=True))
                     | {"ts": int(r[1])} for r in backend.query(queries.console_history(db, org, finding_id))]
+    f["status"] = f["history"][-1]["status"] if f["history"] else "open"
     f["explanation"] = EXPLANATIONS.get(f["rule"], {})
     f["message"], f["before"], f["after"] = None, [], []
     if f["msg_id"] and f["group_id"]:
