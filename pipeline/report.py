@@ -141,7 +141,8 @@ def write_csv(report: Report, f: Any) -> None:
         w.writerow([])
 
 
-def write_xlsx(report: Report, out: Path) -> None:
+def write_xlsx(report: Report, out: Path | Any) -> None:
+    """To a path or a binary file."""
     from openpyxl import Workbook  # type: ignore[import-untyped]
 
     book = Workbook()

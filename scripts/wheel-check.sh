@@ -65,4 +65,25 @@ step "qunguard simulate: $(wc -l <"$TMP/ev.jsonl") records"
   || { cat "$TMP/replay.txt" >&2; fail "qunguard replay"; }
 [ -s "$TMP/f.jsonl" ] || { cat "$TMP/replay.txt" >&2; fail "qunguard replay: f.jsonl is empty"; }
 step "qunguard replay: $(wc -l <"$TMP/f.jsonl") findings"
+
+# The console's templates, stylesheet and rule texts come from the wheel: sign in and open the pages.
+printf 'wheel-check-pw\n' | QG_CONSOLE_USERS="$TMP/users.json" "$QG" console-user add ann --org org1 --role reviewer \
+  --password-stdin >"$TMP/user.txt" 2>&1 || { cat "$TMP/user.txt" >&2; fail "qunguard console-user add"; }
+"$VPY" - "$TMP" >"$TMP/console.txt" 2>&1 <<'PY' || { cat "$TMP/console.txt" >&2; fail "the console from the wheel"; }
+import re, sys
+from pathlib import Path
+from pipeline.console.app import create_app
+from pipeline.console.users import Users
+from pipeline.sink.backends import connect
+tmp = Path(sys.argv[1])
+app = create_app(connect(f"chdb:{tmp / 'chdb'}"), Users(tmp / "users.json"), lambda events: None)
+c = app.test_client()
+token = re.search(r'name="csrf" value="([^"]+)"', c.get("/login").text).group(1)
+assert c.post("/login", data={"name": "ann", "password": "wheel-check-pw", "csrf": token}).status_code == 302
+for url in ("/", "/queue", "/static/console.css"):
+    r = c.get(url)
+    assert r.status_code == 200, (url, r.status_code, r.text[:500])
+print("console pages: ok")
+PY
+step "qunguard console: $(cat "$TMP/console.txt")"
 step "passed"

@@ -289,3 +289,27 @@ def test_an_admin_manages_the_users_of_their_org_only(console):
     ada.post("/users", data={"csrf": csrf(page), "name": "bob", "remove": "1"})
     assert console.users.get("bob") is not None
     assert console.client("ann").get("/users").status_code == 403
+
+
+def test_the_weekly_report_downloads_from_the_console(console, stored):
+    from io import BytesIO
+
+    from openpyxl import load_workbook
+
+    from pipeline.report import build
+
+    c = console.client("vic")
+    overview = c.get("/").text
+    week = re.search(r"Weekly report of (\d{4}-W\d{2})", overview).group(1)
+    html = c.get(f"/report?week={week}")
+    want = build(stored, "org1", week)
+    assert html.status_code == 200 and "<svg" in html.text and want.total > 0
+    by_rule = want.table("findings by rule").rows
+    assert all(f"<td>{r[0]}</td><td>{r[1]}</td><td>{r[2]}</td>" in html.text for r in by_rule)
+    xlsx = c.get(f"/report?week={week}&format=xlsx")
+    assert "attachment" in xlsx.headers["Content-Disposition"]
+    book = load_workbook(BytesIO(xlsx.data))
+    assert book.sheetnames == [t.name[:31] for t in want.tables]
+    rows = [[cell.value for cell in r] for r in book["findings by rule"].iter_rows(min_row=2)]
+    assert rows == [list(r) for r in want.table("findings by rule").rows]
+    assert c.get("/report?week=2026-47").status_code == 400

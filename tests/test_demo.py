@@ -30,6 +30,11 @@ def test_demo_runs_on_embedded_defaults(tmp_path):
     # Members collected strikes and the ladder proposed sanctions; reviewers' verdicts took effect.
     assert "sanction.warn" in rows and "Latest sanctions proposed" in out
     assert "confirmed" in rows
+    # and a weekly report of each org from the demo's data (issue "console and reports")
+    assert "weekly report org1 2026-W44" in out
+    from openpyxl import load_workbook
+    book = load_workbook(tmp_path / ".qunguard/demo/report-org1-2026-W44.xlsx")
+    assert "findings by rule" in book.sheetnames and book["findings by rule"].max_row > 5
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from functools import wraps
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlparse
 from zoneinfo import ZoneInfo
@@ -152,7 +153,8 @@ def create_app(backend: Backend, users: Users, send: Send, tz: str = "Asia/Shang
         data = pages.overview(backend, g.user.org, w, zone)
         status = health() if health else {}
         dead = pages.deadletters(backend, g.user.org, int(clock()) - 7 * 86400)
-        return render_template("overview.html", w=w, d=data, bars=Markup(charts.bars(data["per_day"])),
+        return render_template("overview.html", w=w, d=data, week=_iso_week(w.end - timedelta(days=1)),
+                               bars=Markup(charts.bars(data["per_day"])),
                                heatmap=Markup(charts.heatmap(data["heatmap"])), health=status, dead=dead)
 
     @app.get("/queue")
@@ -219,6 +221,38 @@ def create_app(backend: Backend, users: Users, send: Send, tz: str = "Asia/Shang
               "them (seconds)")
         return redirect(back)
 
+    @app.get("/report")
+    @requires("viewer")
+    def report() -> Any:
+        """The weekly report (pipeline/report.py) of the user's org: HTML, or an .xlsx or .csv file."""
+        import io
+
+        from pipeline.report import FORMATS, build, check_format, render_html, write_csv, write_xlsx
+
+        week = request.args.get("week") or _iso_week(_window().end - timedelta(days=1))
+        suffix = "." + request.args.get("format", "html")
+        try:
+            check_format(Path("report" + suffix))
+            rep = build(backend, g.user.org, week, zone)
+        except ConfigError as exc:
+            abort(400, str(exc).split(": ", 1)[-1])
+        if suffix in (".html", ".htm"):
+            resp = app.make_response(render_html(rep))
+            resp.headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'"
+            return resp
+        buf: Any = io.BytesIO()
+        if suffix == ".csv":
+            text = io.StringIO()
+            write_csv(rep, text)
+            buf.write(text.getvalue().encode("utf-8-sig"))
+        else:
+            write_xlsx(rep, buf)
+        maintype, subtype = FORMATS[suffix]
+        resp = app.make_response(buf.getvalue())
+        resp.headers["Content-Type"] = f"{maintype}/{subtype}"
+        resp.headers["Content-Disposition"] = f'attachment; filename="qunguard-{g.user.org}-{week}{suffix}"'
+        return resp
+
     # --- users (admins of the org) -----------------------------------------------------------------
     @app.route("/users", methods=["GET", "POST"])
     @requires("admin")
@@ -258,6 +292,11 @@ def create_app(backend: Backend, users: Users, send: Send, tz: str = "Asia/Shang
 
     app.jinja_env.globals["query"] = lambda **kw: "?" + urlencode({k: v for k, v in kw.items() if v})
     return app
+
+
+def _iso_week(day: datetime) -> str:
+    year, week, _ = day.isocalendar()
+    return f"{year}-W{week:02d}"
 
 
 __all__ = ["User", "create_app"]

@@ -91,6 +91,7 @@ def run_demo(cfg: Config, seconds: float = 30.0, rate: float = 1500.0, seed: int
         if web:
             counts = summarize(cfg, console)
             counts["webhook_alerts"] = show_received(receiver, console)
+            weekly_reports(cfg, home, console, sim.orgs)
             serve_console(cfg, home, console, sim.orgs)
             return counts
         worker.terminate()
@@ -102,6 +103,7 @@ def run_demo(cfg: Config, seconds: float = 30.0, rate: float = 1500.0, seed: int
         notifier = None
         counts = summarize(cfg, console)
         counts["webhook_alerts"] = show_received(receiver, console)
+        weekly_reports(cfg, home, console, sim.orgs)
         return counts
     finally:
         for p in (worker, notifier):
@@ -110,6 +112,31 @@ def run_demo(cfg: Config, seconds: float = 30.0, rate: float = 1500.0, seed: int
         receiver.close()
         for s in services:
             s.stop()
+
+
+def weekly_reports(cfg: Config, home: Path, console: Console, orgs: list[str]) -> list[Path]:
+    """`qunguard report` for each org over the week the simulated traffic starts in, as HTML and Excel."""
+    from datetime import datetime
+
+    from pipeline.devtools.simulate import START_TS
+    from pipeline.report import ORG_TZ, build, write
+
+    year, week, _ = datetime.fromtimestamp(START_TS / 1000, ORG_TZ).isocalendar()
+    name = f"{year}-W{week:02d}"
+    backend = connect(cfg.clickhouse.url)
+    written = []
+    try:
+        for org in orgs:
+            report = build(backend, org, name)
+            for suffix in (".html", ".xlsx"):
+                out = home / f"report-{org}-{name}{suffix}"
+                write(report, out)
+                written.append(out)
+            console.print(f"weekly report {org} {name}: {report.total} findings that stand → "
+                          f"{home / f'report-{org}-{name}'}.html, .xlsx")
+    finally:
+        backend.close()
+    return written
 
 
 def serve_console(cfg: Config, home: Path, console: Console, orgs: list[str]) -> None:
