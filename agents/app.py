@@ -285,6 +285,8 @@ def run_worker(cfg: Config) -> int:
     """`qunguard worker` (the `qunguard.commands` entry point `worker`)."""
     from pipeline.kafka import ensure_topics
 
+    # The policy first: a bad policy is one line at once, not after waiting for an absent broker.
+    load_policy(cfg.policy.file).check_channels(cfg.notifier.channels)
     ensure_topics(cfg)
     app = create_app(cfg)
     # A worker makes millions of short-lived rows beside a large long-lived heap (jieba's dictionary,

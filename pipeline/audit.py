@@ -56,16 +56,18 @@ def _people(people: list[tuple[str, str]]) -> str:
     return "; ".join(f"{who} ({uid})" for uid, who in people)
 
 
-CSV_HEADER = ("org_id", "group_id", "group_name", "members", "departed", "bad_nicknames", "external",
-              "departed_members", "bad_nickname_members", "external_members")
+CSV_HEADER = ("org_id", "group_id", "group_name", "members", "problem", "user_id", "nickname")
 
 
 def write_csv(audits: list[GroupAudit], out: IO[str]) -> None:
+    """One row per person and problem (a spreadsheet filters and counts them); a group without a
+    problem is one row with an empty problem, so every group audited is there with its members."""
     w = csv.writer(out)
     w.writerow(CSV_HEADER)
     for a in audits:
-        w.writerow((a.org_id, a.group_id, a.name, a.members, *(a.count(p) for p in PROBLEMS),
-                    *(_people(a.people[p]) for p in PROBLEMS)))
+        rows = [(p, uid, who) for p in PROBLEMS for uid, who in a.people[p]] or [("", "", "")]
+        for problem, uid, who in rows:
+            w.writerow((a.org_id, a.group_id, a.name, a.members, problem, uid, who))
 
 
 def print_table(audits: list[GroupAudit], console) -> None:
@@ -75,8 +77,11 @@ def print_table(audits: list[GroupAudit], console) -> None:
     totals = [sum(a.count(p) for a in audits) for p in PROBLEMS]
     table = Table(title=f"{len(audits)} groups audited, {len(flagged)} with problems: departed {totals[0]}, "
                         f"nicknames {totals[1]}, external {totals[2]}")
-    for col in ("org", "group", "name", "members", "departed (离职未退群)", "nickname (未实名)", "external (外部人员)"):
-        table.add_column(col)
+    # At 80 columns the ids keep their width and the rest wraps: nothing is cut.
+    for col, key in (("org", "org_id"), ("group", "group_id")):
+        table.add_column(col, no_wrap=True, min_width=max((len(getattr(a, key)) for a in flagged), default=5))
+    for col in ("name", "members", "departed (离职未退群)", "nickname (未实名)", "external (外部人员)"):
+        table.add_column(col, overflow="fold")
     for a in flagged:
         table.add_row(a.org_id, a.group_id, a.name, str(a.members),
                       *(f"{a.count(p)}: {_people(a.people[p])}" if a.count(p) else "" for p in PROBLEMS))

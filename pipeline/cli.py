@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from datetime import datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from pipeline.config import Config, ConfigError, load_config
+from pipeline.config import Config, ConfigError, load_config, redact
+from schemas.records import MSG_TYPES
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 
-def _parse_until(text: str) -> int:
+def _parse_until(text: str, option: str = "--until") -> int:
     try:
         dt = datetime.fromisoformat(text)
     except ValueError:
-        raise SystemExit(f"qunguard: --until: {text!r} is not an ISO 8601 date-time") from None
+        raise ConfigError(f"{option}: {text!r} is not an ISO 8601 date-time like 2026-11-02T10:00") from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=SHANGHAI)  # the policies' clock; say +00:00 for UTC
     return int(dt.timestamp() * 1000)
@@ -251,15 +254,18 @@ def cmd_check(cfg: Config, args: argparse.Namespace) -> int:
     from pipeline.policy import load_policy
     from schemas.records import validate_event
 
-    at = _parse_until(args.at) if args.at else _parse_until("2026-11-02T10:00:00")
+    at = _parse_until(args.at, "check --at") if args.at else _parse_until("2026-11-02T10:00:00")
     event = validate_event({
         "kind": "message", "event_id": "check", "org_id": args.org, "ts": at, "platform": "wecom",
         "group_id": args.group, "msg_id": "check", "sender_id": "check", "msg_type": args.msg_type,
         "text": args.text, "file_name": args.file_name}, max_text_chars=len(args.text) + 1)
     findings = ContentDetector(load_policy(args.policy or cfg.policy.file)).on_event(event, None, Context(at)).findings
     table = Table(title=f"{len(findings)} finding(s)")
-    for col in ("rule", "severity", "term / kind", "span", "original", "normalised"):
-        table.add_column(col)
+    # At 80 columns the rule and severity keep their width and the texts wrap: nothing is cut.
+    table.add_column("rule", no_wrap=True, min_width=max((len(f["rule"]) for f in findings), default=4))
+    table.add_column("severity", no_wrap=True, min_width=8)
+    for col in ("term / kind", "span", "original", "normalised"):
+        table.add_column(col, overflow="fold")
     for f in findings:
         ev = f["evidence"]
         # a combination is one row per cue: every one of them had to be there
@@ -286,6 +292,11 @@ def cmd_audit(cfg: Config, args: argparse.Namespace) -> int:
         audits = audit_members(backend, org=args.org, group=args.group)
     finally:
         backend.close()
+    if not audits:
+        what = " ".join(f"{k} {v!r}" for k, v in (("org", args.org), ("group", args.group)) if v)
+        print(f"qunguard audit members: no group {('of ' + what) if what else ''} has membership events in "
+              f"ClickHouse ({redact(cfg.clickhouse.url)}): nothing was audited", file=sys.stderr)
+        return 2
     if args.csv == "-":
         write_csv(audits, sys.stdout)
     else:
@@ -324,39 +335,67 @@ def cmd_services(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    n = _int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be 1 or more")
+    return n
+
+
+def _not_negative(text: str) -> int:
+    n = _int(text)
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be 0 or more")
+    return n
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="qunguard", description=__doc__)
     p.add_argument("--config", help="YAML configuration file (default: $QG_CONFIG)")
+    # `qunguard worker --config f` as well as `qunguard --config f worker` (SUPPRESS: the subcommand's
+    # absent --config does not overwrite the one given before it)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=argparse.SUPPRESS, help="YAML configuration file (default: $QG_CONFIG)")
     sub = p.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("migrate", help="apply the ClickHouse migrations (idempotent)").set_defaults(fn=cmd_migrate)
-    sub.add_parser("worker", help="run a Faust worker (several can share a consumer group)").set_defaults(
+    def command(name: str, **kw: Any) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], **kw)
+
+    command("migrate", help="apply the ClickHouse migrations (idempotent)").set_defaults(fn=cmd_migrate)
+    command("worker", help="run a Faust worker (several can share a consumer group)").set_defaults(
         fn=cmd_worker)
-    sub.add_parser("notifier", help="deliver qg.alerts to the configured channels (robots, webhook, e-mail)"
+    command("notifier", help="deliver qg.alerts to the configured channels (robots, webhook, e-mail)"
                    ).set_defaults(fn=cmd_notifier)
 
-    s = sub.add_parser("produce", help="send a JSON Lines file to the events topic")
+    s = command("produce", help="send a JSON Lines file to the events topic")
     s.add_argument("file")
     s.add_argument("--envelope", type=int, default=1, help="pack up to N events of a group into one record")
     s.add_argument("--rate", type=float, default=0.0, help="events per second (0 = as fast as possible)")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(fn=cmd_produce)
 
-    s = sub.add_parser("simulate", help="synthetic traffic to a file, stdout or Kafka")
-    s.add_argument("--events", type=int, default=10_000)
-    s.add_argument("--orgs", type=int, default=2)
-    s.add_argument("--groups", type=int, default=40, help="groups in all")
-    s.add_argument("--members", type=int, default=12, help="members per group")
+    s = command("simulate", help="synthetic traffic to a file, stdout or Kafka")
+    s.add_argument("--events", type=_positive, default=10_000)
+    s.add_argument("--orgs", type=_positive, default=2)
+    s.add_argument("--groups", type=_positive, default=40, help="groups in all")
+    s.add_argument("--members", type=_positive, default=12, help="members per group")
     s.add_argument("--seed", type=int, default=7)
-    s.add_argument("--malformed", type=int, default=0, help="bad records to mix in (they go to dead letters)")
-    s.add_argument("--envelope", type=int, default=1, help="batch envelopes of up to N events of one group")
+    s.add_argument("--malformed", type=_not_negative, default=0, help="bad records to mix in (they go to dead letters)")
+    s.add_argument("--envelope", type=_positive, default=1, help="batch envelopes of up to N events of one group")
     s.add_argument("--rate", type=float, default=0.0, help="events per second to Kafka (0 = unthrottled)")
     s.add_argument("--out", help="JSON Lines file (default: stdout)")
     s.add_argument("--kafka", action="store_true", help="send to the events topic instead of a file")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(fn=cmd_simulate)
 
-    s = sub.add_parser("replay", help="run every detector over a JSON Lines file (SPEC §5)")
+    s = command("replay", help="run every detector over a JSON Lines file (SPEC §5)")
     s.add_argument("events")
     s.add_argument("--policy")
     s.add_argument("--until", help="advance the clock to this ISO 8601 moment after the last event")
@@ -365,7 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--all", action="store_true", help="also the findings a reviewer withdrew (false_positive)")
     s.set_defaults(fn=cmd_replay)
 
-    s = sub.add_parser("policy", help="the effective policy of a group, or allow-list entries learnt from verdicts")
+    s = command("policy", help="the effective policy of a group, or allow-list entries learnt from verdicts")
     s.add_argument("action", choices=["show", "suggest"])
     s.add_argument("--policy", help="policy file (default: policy.file of the configuration)")
     s.add_argument("--org", help="show: the group's org; suggest: only this org")
@@ -374,18 +413,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--accept", action="store_true", help="suggest: write the suggestions into the policy file")
     s.set_defaults(fn=cmd_policy)
 
-    s = sub.add_parser("report", help="one org's week for the security team: .html, .xlsx or .csv")
+    s = command("report", help="one org's week for the security team: .html, .xlsx or .csv")
     s.add_argument("--org", required=True)
     s.add_argument("--week", required=True, help="ISO week in the org's calendar, e.g. 2026-W47")
     s.add_argument("--out", required=True, help="F.html, F.xlsx or F.csv")
     s.add_argument("--mail", help="also send it through this smtp channel of notifier.channels")
     s.set_defaults(fn=cmd_report)
 
-    s = sub.add_parser("console", help="the security team's web console (review queue, findings, groups, members)")
+    s = command("console", help="the security team's web console (review queue, findings, groups, members)")
     s.add_argument("--listen", help="host:port (default: console.listen, 127.0.0.1:8088)")
     s.set_defaults(fn=cmd_console)
 
-    s = sub.add_parser("console-user", help="add, change, remove or list the console's users")
+    s = command("console-user", help="add, change, remove or list the console's users")
     s.add_argument("action", choices=["add", "remove", "list"])
     s.add_argument("name", nargs="?")
     s.add_argument("--org", help="the org whose data the user sees (add: needed for a new user)")
@@ -393,24 +432,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--password-stdin", action="store_true", help="read the password from stdin, not a prompt")
     s.set_defaults(fn=cmd_console_user)
 
-    s = sub.add_parser("learn", help="retrain the content classifier from the reviewers' verdicts")
+    s = command("learn", help="retrain the content classifier from the reviewers' verdicts")
     s.add_argument("--out", required=True, help="the model file to write (point content.classifier.model at it)")
     s.add_argument("--org", help="only this org's verdicts")
     s.add_argument("--model", help="the model to start from (default: the shipped weights)")
     s.add_argument("--epochs", type=int, default=20)
     s.set_defaults(fn=cmd_learn)
 
-    s = sub.add_parser("check", help="run the content rules on one text; exit 1 when anything is found")
+    s = command("check", help="run the content rules on one text; exit 1 when anything is found")
     s.add_argument("text")
     s.add_argument("--policy")
     s.add_argument("--at", help="when it was posted, ISO 8601 (default: a Monday 10:00, outside quiet hours)")
-    s.add_argument("--msg-type", default="text")
+    s.add_argument("--msg-type", default="text", choices=MSG_TYPES, metavar="TYPE",
+                   help=f"one of {', '.join(MSG_TYPES)} (default text)")
     s.add_argument("--file-name")
     s.add_argument("--org", default="org")
     s.add_argument("--group", default="group")
     s.set_defaults(fn=cmd_check)
 
-    s = sub.add_parser("audit", help="the weekly membership check from ClickHouse: departed staff still in "
+    s = command("audit", help="the weekly membership check from ClickHouse: departed staff still in "
                                      "groups, nicknames off the real-name format, external members")
     s.add_argument("what", choices=["members"])
     s.add_argument("--org")
@@ -418,13 +458,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--csv", help="also write the report as CSV to this file ('-': CSV to stdout, no table)")
     s.set_defaults(fn=cmd_audit)
 
-    s = sub.add_parser("services", help="run Kafka (jars), ClickHouse (Debian) or Tansu here, without Docker")
+    s = command("services", help="run Kafka (jars), ClickHouse (Debian) or Tansu here, without Docker")
     s.add_argument("service", choices=["kafka", "clickhouse", "tansu"])
     s.add_argument("--dir", help="data directory (kept between runs; default: a new temporary one)")
     s.add_argument("--port", type=int, help="port (default: a free one)")
     s.set_defaults(fn=cmd_services)
 
-    s = sub.add_parser("demo", help="embedded broker + chDB + a worker + 30 s of simulated traffic")
+    s = command("demo", help="embedded broker + chDB + a worker + 30 s of simulated traffic")
     s.add_argument("--seconds", type=float, default=30.0)
     s.add_argument("--rate", type=float, default=1500.0, help="events per second")
     s.add_argument("--seed", type=int, default=7)
@@ -435,6 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pipeline.kafka import KafkaUnreachable
     from pipeline.sink.backends import BackendError
 
     args = build_parser().parse_args(argv)
@@ -445,8 +486,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"qunguard: {exc}", file=sys.stderr)
         return 2
     except BackendError as exc:
-        print(f"qunguard: ClickHouse ({cfg.clickhouse.url}): {exc}", file=sys.stderr)
+        print(f"qunguard: ClickHouse ({redact(cfg.clickhouse.url)}): {exc}", file=sys.stderr)
         return 1
+    except KafkaUnreachable as exc:
+        print(f"qunguard: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        # `qunguard audit members --csv - | head`: the reader left; say nothing more, as cat does
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     except FileNotFoundError as exc:
         print(f"qunguard: {exc.filename}: no such file", file=sys.stderr)
         return 2
@@ -454,5 +503,21 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def run() -> None:
+    """The console script: main(), then quiet exit. chDB's C++ runtime reports a harmless error
+    about its thread pool while the interpreter exits after a session was closed; nothing is lost by
+    then, so stderr is closed before it can print (everything qunguard says was said and flushed)."""
+    try:
+        code: Any = main()
+    except SystemExit as exc:  # argparse's usage errors, a Faust worker's stop
+        code = exc.code
+    if "chdb" in sys.modules:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stderr.fileno())
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,11 +22,36 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
+    # strict booleans: `yes`, `on` or `1` for a flag is refused, not guessed (true or false)
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _strict_bool(cls, v: Any, info: Any) -> Any:
+        field = cls.model_fields.get(info.field_name)
+        if field is not None and field.annotation is bool and isinstance(v, str):
+            if v.strip().lower() not in ("true", "false"):
+                raise ValueError(f"{v!r} is not true or false")
+            return v.strip().lower() == "true"
+        return v
+
+
+def redact(url: str) -> str:
+    """A URL with its password replaced by ***, for messages and logs."""
+    return re.sub(r"^([a-z+]+://[^:/@]*):[^@]*@", r"\1:***@", url)
 
 
 class KafkaConfig(_Section):
     url: str = Field("", description="kafka://host:port[,host:port]; empty = embedded Tansu broker (demo only)")
+
+    @field_validator("url")
+    @classmethod
+    def _kafka_url(cls, v: str) -> str:
+        if v and not v.startswith("kafka://"):
+            raise ValueError(f"{redact(v)!r} is not kafka://host:port[,host:port]")
+        if v and not all(re.fullmatch(r"[^\s:/,]+:\d{1,5}", h.strip()) for h in v[len("kafka://"):].split(",")):
+            raise ValueError(f"{redact(v)!r} is not kafka://host:port[,host:port]")
+        return v
     topic_prefix: str = "qg."
     partitions: int = Field(8, ge=1, le=1024)
     session_timeout_seconds: float = Field(10.0, ge=1)
@@ -34,6 +60,16 @@ class KafkaConfig(_Section):
 
 class ClickHouseConfig(_Section):
     url: str = "chdb:.qunguard/chdb"
+
+    @field_validator("url")
+    @classmethod
+    def _clickhouse_url(cls, v: str) -> str:
+        if v.startswith(("http://", "https://")):
+            raise ValueError(f"{redact(v)!r} is the HTTP interface; qunguard speaks the native protocol: "
+                             "clickhouse://user:password@host:9000/db")
+        if not v.startswith(("clickhouse://", "clickhouse+native://", "chdb:")):
+            raise ValueError(f"{redact(v)!r} is neither clickhouse://user:password@host:9000/db nor chdb:PATH")
+        return v
 
 
 class SinkConfig(_Section):
@@ -227,7 +263,7 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
         key = ".".join(str(p) for p in err["loc"])
         source = origin.get(key)
         where = f" (from {source})" if source else ""
-        raise ConfigError(f"config: {key}: {err['msg']}{where}") from None
+        raise ConfigError(f"config: {key}: {err['msg'].removeprefix('Value error, ')}{where}") from None
 
 
 def config_env(cfg: Config, base: dict[str, str] | None = None) -> dict[str, str]:

@@ -21,7 +21,11 @@ def bootstrap(url: str) -> list[str]:
     return [h.strip() for h in rest.split(",") if h.strip()]
 
 
-def ensure_topics(cfg: Config, timeout: float = 30.0) -> None:
+class KafkaUnreachable(RuntimeError):
+    """No broker answered: one line for the operator, no traceback."""
+
+
+def ensure_topics(cfg: Config, timeout: float = 10.0) -> None:
     """Create the qunguard topics with the configured partition count where they do not exist."""
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
@@ -29,11 +33,13 @@ def ensure_topics(cfg: Config, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            admin = KafkaAdminClient(bootstrap_servers=bootstrap(cfg.kafka.url), client_id="qunguard-admin")
+            admin = KafkaAdminClient(bootstrap_servers=bootstrap(cfg.kafka.url), client_id="qunguard-admin",
+                                     bootstrap_timeout_ms=int(timeout * 1000))
             break
-        except Exception:
+        except Exception as exc:
             if time.monotonic() > deadline:
-                raise
+                raise KafkaUnreachable(f"Kafka ({cfg.kafka.url}): no broker answered within {timeout:.0f} s "
+                                       f"({type(exc).__name__}); is kafka.url right and the broker up?") from None
             time.sleep(0.5)
     try:
         existing = set(admin.list_topics())

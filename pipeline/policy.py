@@ -91,7 +91,11 @@ def _regex(pattern: str, where: str = "") -> str:
     return pattern
 
 
-def _clock(v: str, example: str = "09:00") -> str:
+def _clock(v: Any, example: str = "09:00") -> str:
+    if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 24 * 60:
+        v = f"{v // 60:02d}:{v % 60:02d}"  # YAML 1.1 reads an unquoted 21:30 as 1290 (base 60)
+    if not isinstance(v, str):
+        raise ValueError(f"{v!r} is not a time of day like {example} (quote it: \"{example}\")")
     try:
         time.fromisoformat(v)
     except ValueError:
@@ -108,7 +112,7 @@ class QuietHours(_Model):
     end: str = "06:30"
     tz: str = "Asia/Shanghai"
 
-    _times = field_validator("start", "end")(classmethod(lambda cls, v: _clock(v, "23:00")))
+    _times = field_validator("start", "end", mode="before")(classmethod(lambda cls, v: _clock(v, "23:00")))
     _tz = field_validator("tz")(classmethod(lambda cls, v: _zone(v)))
 
 
@@ -216,7 +220,7 @@ class WorkingHours(_Model):
     end: str = "17:30"
     days: tuple[int, ...] = (1, 2, 3, 4, 5)  # ISO weekdays, Monday = 1
 
-    _times = field_validator("start", "end")(classmethod(lambda cls, v: _clock(v)))
+    _times = field_validator("start", "end", mode="before")(classmethod(lambda cls, v: _clock(v)))
 
     _days = field_validator("days")(classmethod(lambda cls, v: _weekdays(v)))
 
@@ -234,7 +238,7 @@ class Deadline(_Model):
     working_hours: WorkingHours | None = None
     keep_days: int = Field(3, ge=1)  # a notice is kept this long after escalation, for late answers
 
-    _times = field_validator("escalate_at", "workday_end")(classmethod(lambda cls, v: _clock(v)))
+    _times = field_validator("escalate_at", "workday_end", mode="before")(classmethod(lambda cls, v: _clock(v)))
 
     _tz = field_validator("tz")(classmethod(lambda cls, v: _zone(v)))
 

@@ -70,8 +70,14 @@ def from_raw_events(url: str) -> dict[str, tuple[int, ...]]:
 
 
 def from_csv(text: str) -> dict[str, tuple[int, ...]]:
-    return {r["group_id"]: (int(r["members"]), int(r["departed"]), int(r["bad_nicknames"]), int(r["external"]))
-            for r in csv.DictReader(io.StringIO(text))}
+    """(members, departed, bad nicknames, external) per group, counted from the CSV's person rows."""
+    out: dict[str, list[int]] = {}
+    for r in csv.DictReader(io.StringIO(text)):
+        row = out.setdefault(r["group_id"], [int(r["members"]), 0, 0, 0])
+        if r["problem"]:
+            assert r["user_id"], "a problem row names its person"
+            row[1 + PROBLEMS.index(r["problem"])] += 1
+    return {g: tuple(v) for g, v in out.items()}
 
 
 def test_audit_on_chdb_matches_the_raw_events_and_filters_by_group(tmp_path, monkeypatch, capsys):

@@ -112,6 +112,7 @@ def test_a_reviewer_withdraws_a_finding_in_the_browser(tmp_path, kafka, clickhou
     shot(browser, "1-login")
     sign_in(browser, base, "reviewer-li")
     assert browser.find_element(By.TAG_NAME, "h1").text.startswith("org1 ·")
+    assert "total lag" in browser.page_source, "the worker group's lag, asked of Kafka"
     shot(browser, "2-overview")
     browser.get(base + "/queue?rule=content.gambling&group=g-console&days=92")
     row = browser.find_element(By.ID, f"f-{wrong}")

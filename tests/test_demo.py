@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_demo_runs_on_embedded_defaults(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("QG_")}
     env["PYTHONPATH"] = str(ROOT)
-    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "demo", "--seconds", "6", "--rate", "1000"],
+    r = subprocess.run([sys.executable, "-c", "from pipeline.cli import run; run()", "demo", "--seconds", "6",
+                        "--rate", "1000"],
                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:] + r.stdout[-3000:]
     out = r.stdout
@@ -35,6 +36,18 @@ def test_demo_runs_on_embedded_defaults(tmp_path):
     from openpyxl import load_workbook
     book = load_workbook(tmp_path / ".qunguard/demo/report-org1-2026-W44.xlsx")
     assert "findings by rule" in book.sheetnames and book["findings by rule"].max_row > 5
+    assert "Exception" not in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+    # the demo's data is where the embedded default reads: the commands after it find it
+    audit = subprocess.run([sys.executable, "-m", "pipeline.cli", "audit", "members"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert audit.returncode == 0 and "groups audited" in audit.stdout, audit.stderr[-2000:]
+    # a bad policy stops the next demo before it replaces this one's data
+    (tmp_path / "bad.yaml").write_text("content:\n  max_chars: -3\n")
+    again = subprocess.run([sys.executable, "-m", "pipeline.cli", "demo", "--seconds", "1"], cwd=tmp_path,
+                           env=env | {"QG_POLICY_FILE": str(tmp_path / "bad.yaml")}, capture_output=True, text=True,
+                           timeout=120)
+    assert again.returncode == 2 and again.stderr.startswith("qunguard: policy: content.max_chars")
+    assert (tmp_path / ".qunguard/chdb/.qunguard-demo").exists()
 
 
 @pytest.mark.slow

@@ -114,3 +114,14 @@ def test_the_report_is_mailed_through_an_alert_channels_smtp(stored, tmp_path):
                      "--mail", "nope"]) == 2
     finally:
         server.close()
+
+
+def test_the_demos_busiest_groups_count_messages_not_tokens(stored):
+    from pipeline.sink import queries
+
+    backend, _ = stored
+    db = backend.database
+    messages = dict(backend.query(f"SELECT group_id, count() FROM {db}.messages GROUP BY group_id"))
+    busiest = backend.query(queries.busiest_groups(db))
+    assert busiest and all(int(n) == int(messages[g]) for g, n, _, _ in busiest)
+    assert all(len(top.split()) == 5 for *_, top in busiest)

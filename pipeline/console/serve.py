@@ -40,7 +40,7 @@ class KafkaLag:
         try:
             consumer = KafkaConsumer(bootstrap_servers=bootstrap(self._cfg.kafka.url),
                                      group_id=self._cfg.worker.app_id, enable_auto_commit=False,
-                                     request_timeout_ms=5000, api_version_auto_timeout_ms=3000)
+                                     request_timeout_ms=5000, bootstrap_timeout_ms=3000)
         except Exception as exc:  # unreachable, refused: the page says so instead of failing
             return {"error": f"Kafka ({self._cfg.kafka.url}) unreachable: {exc}"}
         try:

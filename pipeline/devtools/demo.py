@@ -3,8 +3,11 @@
 Tansu broker when no Kafka is configured, chDB when no ClickHouse is configured, one Faust worker
 and one notifier (child processes), a local webhook for the alerts (devtools/receiver.py),
 simulated traffic for about half a minute, then a summary of what landed and what the webhook got.
-Without a policy of its own the demo routes every finding from medium up to that webhook. chDB is
-one process at a time, so with it the notifier keeps its delivery records in a chDB of its own.
+Without a policy of its own the demo routes every finding from medium up to that webhook. chDB (in
+.qunguard/chdb, where the embedded default reads, so `audit members` and `report` see the demo's
+data after it) is one process at a time, so the notifier keeps its delivery records in a chDB of
+its own. With `--console` (`make demo`), Debian's clickhouse-server instead, shared by the worker
+and the console that is served at the end.
 """
 
 from __future__ import annotations
@@ -25,11 +28,13 @@ from pipeline.devtools.produce import produce, wait_drained
 from pipeline.devtools.receiver import Receiver
 from pipeline.devtools.simulate import Simulator
 from pipeline.kafka import ensure_topics
+from pipeline.policy import load_policy
 from pipeline.sink import queries
 from pipeline.sink.backends import connect
 from schemas.rows import TABLES
 
 DEFAULT_CHDB = "chdb:.qunguard/chdb"
+DEMO_MARK = ".qunguard-demo"
 
 
 def run_demo(cfg: Config, seconds: float = 30.0, rate: float = 1500.0, seed: int = 7,
@@ -38,6 +43,8 @@ def run_demo(cfg: Config, seconds: float = 30.0, rate: float = 1500.0, seed: int
     serves the console over the demo's data (on a ClickHouse server: chDB is one process at a time)
     until Ctrl-C."""
     console = console or Console()
+    if cfg.policy.file:
+        load_policy(cfg.policy.file)  # a bad policy stops here, before the last demo's data is replaced
     home = Path(".qunguard/demo")
     services: list[Service] = []
     worker: subprocess.Popen[bytes] | None = None
@@ -62,10 +69,15 @@ def run_demo(cfg: Config, seconds: float = 30.0, rate: float = 1500.0, seed: int
             services.append(server)
             cfg = cfg.model_copy(update={"clickhouse": cfg.clickhouse.model_copy(update={"url": server.url})})
         elif cfg.clickhouse.url == DEFAULT_CHDB:
-            console.print("[dim]no clickhouse.url configured: embedded chDB in .qunguard/demo/chdb[/]")
-            shutil.rmtree(home / "chdb", ignore_errors=True)
-            cfg = cfg.model_copy(update={"clickhouse": cfg.clickhouse.model_copy(
-                update={"url": f"chdb:{home / 'chdb'}"})})
+            # Where the embedded default reads, so `qunguard audit members` or `report` afterwards
+            # see the demo's data; replaced only if a demo wrote it.
+            path = Path(DEFAULT_CHDB[len("chdb:"):])
+            if path.exists() and not (path / DEMO_MARK).exists():
+                raise ConfigError(f"demo: {path} holds data the demo did not write; move it or set clickhouse.url")
+            console.print(f"[dim]no clickhouse.url configured: embedded chDB in {path}[/]")
+            shutil.rmtree(path, ignore_errors=True)
+            path.mkdir(parents=True)
+            (path / DEMO_MARK).write_text("written by qunguard demo, which replaces it on its next run\n")
         cfg = _with_alerts(cfg, home, receiver)
         ensure_topics(cfg)
         worker = proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker"], env=config_env(cfg))
@@ -78,7 +90,8 @@ def run_demo(cfg: Config, seconds: float = 30.0, rate: float = 1500.0, seed: int
         n = int(seconds * rate)
         sim = Simulator(orgs=3, groups=90, members=15, seed=seed)
         console.print(f"[bold]simulating[/] {n:,} events over ~{seconds:.0f}s into {cfg.topic('events')}")
-        ends = produce(cfg, sim.records(n, malformed=max(1, n // 1000), envelope=20), rate=rate, total=n)
+        malformed = max(1, n // 1000)
+        ends = produce(cfg, sim.records(n, malformed=malformed, envelope=20), rate=rate, total=n + malformed)
         console.print("[dim]waiting for the worker to store everything…[/]")
         if not wait_drained(cfg, ends, timeout=180, alive=lambda: proc.poll() is None):
             raise RuntimeError(f"the worker did not store everything (exit code {proc.poll()})")
@@ -195,7 +208,7 @@ def show_received(receiver: Receiver, console: Console) -> int:
 def _table(console: Console, title: str, columns: tuple[str, ...], rows) -> None:
     t = Table(title=title)
     for i, col in enumerate(columns):
-        t.add_column(col, justify="right" if i and i < 3 else "left")
+        t.add_column(col, justify="right" if i and i < 3 else "left", overflow="fold")
     for row in rows:
         t.add_row(*(f"{v:,}" if isinstance(v, int) else str(v) for v in row))
     console.print(t)

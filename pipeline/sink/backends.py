@@ -6,12 +6,17 @@ a directory as the database; `chdb:PATH?database=NAME` picks the database name, 
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote, urlparse
 
 import orjson
+
+# clickhouse-driver logs each failed connection with its traceback before raising; the error it
+# raises is what qunguard reports (one line, password hidden), so its own log stays quiet.
+logging.getLogger("clickhouse_driver").setLevel(logging.CRITICAL)
 
 
 class BackendError(RuntimeError):

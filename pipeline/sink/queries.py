@@ -129,7 +129,8 @@ def findings_by_rule(db: str) -> str:
 def busiest_groups(db: str, limit: int = 5) -> str:
     """(group_id, messages, senders, its five most frequent tokens of two characters or more)."""
     return (f"SELECT group_id, count() AS n, uniqExact(sender_id), "
-            "arrayStringConcat(arraySlice(topK(5)(arrayJoin(arrayFilter(x -> lengthUTF8(x) > 1, tokens))), 1, 5), ' ') "
+            # topKArray, not topK over arrayJoin: an arrayJoin in the same SELECT made count() count tokens
+            "arrayStringConcat(topKArray(5)(arrayFilter(x -> lengthUTF8(x) > 1, tokens)), ' ') "
             f"FROM {db}.messages GROUP BY group_id ORDER BY n DESC LIMIT {int(limit)}")
 
 
