@@ -58,6 +58,17 @@ def test_the_weeks_figures_are_clickhouses_own(stored):
     assert after == direct, "the next week's 'week before' column is this week"
 
 
+def test_the_demos_busiest_groups_count_messages_not_tokens(stored):
+    from pipeline.sink import queries
+
+    backend, _ = stored
+    db = backend.database
+    messages = dict(backend.query(f"SELECT group_id, count() FROM {db}.messages GROUP BY group_id"))
+    busiest = backend.query(queries.busiest_groups(db))
+    assert busiest and all(int(n) == int(messages[g]) for g, n, _, _ in busiest)
+    assert all(len(top.split()) == 5 for *_, top in busiest)
+
+
 def test_html_xlsx_and_csv_hold_the_same_tables(stored, tmp_path, capsys):
     backend, db = stored
     report = build(backend, "org1", WEEK)
@@ -115,13 +126,3 @@ def test_the_report_is_mailed_through_an_alert_channels_smtp(stored, tmp_path):
     finally:
         server.close()
 
-
-def test_the_demos_busiest_groups_count_messages_not_tokens(stored):
-    from pipeline.sink import queries
-
-    backend, _ = stored
-    db = backend.database
-    messages = dict(backend.query(f"SELECT group_id, count() FROM {db}.messages GROUP BY group_id"))
-    busiest = backend.query(queries.busiest_groups(db))
-    assert busiest and all(int(n) == int(messages[g]) for g, n, _, _ in busiest)
-    assert all(len(top.split()) == 5 for *_, top in busiest)
