@@ -53,3 +53,16 @@ def test_compose_kafka_keeps_its_log_on_the_volume_and_the_worker_gets_a_policy(
     assert worker["environment"]["QG_POLICY_FILE"] == mounted[1]
     from pipeline.policy import load_policy
     load_policy(str(ROOT / "deploy/policy.yaml"))  # the default policy mounted is valid
+
+
+def test_the_image_builds_the_wheel_in_a_build_stage_and_runs_unprivileged():
+    lines = [line.split("#")[0].strip() for line in (ROOT / "Dockerfile").read_text().splitlines()]
+    stages = [line for line in lines if line.startswith("FROM ")]
+    assert len(stages) == 2 and stages[0].endswith(" AS build")
+    assert any(line.startswith("RUN pip wheel") for line in lines)
+    assert any(line.startswith("COPY --from=build") for line in lines)
+    user = [line for line in lines if line.startswith("USER ")]
+    assert user and user[-1] != "USER root" and lines.index(user[-1]) > lines.index(stages[1])
+    # what the build stage copies is what the wheel is built from (scripts/wheel-check.sh builds the same)
+    copied = {line.split()[1] for line in lines[:lines.index(stages[1])] if line.startswith("COPY ")}
+    assert {"pipeline", "agents", "schemas"} <= copied
