@@ -158,6 +158,17 @@ def test_a_session_ends_after_its_hours_and_when_the_users_role_changes(console)
     assert console.client("ann").get("/").status_code == 200
 
 
+def test_a_changed_password_ends_the_sessions_signed_in_with_the_old_one(console, tmp_path):
+    ann = console.client("ann")
+    assert ann.get("/").status_code == 200
+    Users(tmp_path / "users.json").put("ann", "org1", "reviewer", "a new password")  # as console-user does
+    assert ann.get("/").status_code == 302
+    c = console.client()
+    r = c.post("/login", data={"name": "ann", "password": PASSWORD, "csrf": csrf(c.get("/login").text)})
+    assert r.status_code == 401, "the old password no longer signs in"
+    assert console.client("ann", "a new password").get("/").status_code == 200
+
+
 def test_redirects_after_sign_in_stay_on_the_console(console):
     c = console.client()
     r = c.post("/login?next=https://evil.example/", data={"name": "ann", "password": PASSWORD,
@@ -313,3 +324,6 @@ def test_the_weekly_report_downloads_from_the_console(console, stored):
     rows = [[cell.value for cell in r] for r in book["findings by rule"].iter_rows(min_row=2)]
     assert rows == [list(r) for r in want.table("findings by rule").rows]
     assert c.get("/report?week=2026-47").status_code == 400
+    assert c.get(f"/report?week={week}%0A&format=csv").status_code == 400
+    assert c.get(f"/report?week={week}&format=HTML").status_code == 400
+    assert "style-src 'unsafe-inline'" in html.headers["Content-Security-Policy"], "the report's own styles"

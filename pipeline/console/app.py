@@ -82,7 +82,7 @@ def create_app(backend: Backend, users: Users, send: Send, tz: str = "Asia/Shang
             user = users.get(name)
             # A user removed, moved to another org or given another role signs in again.
             if user is None or (user.org, user.role) != (session.get("org"), session.get("role")) \
-                    or clock() > float(session.get("until", 0)):
+                    or session.get("stamp") != users.stamp(name) or clock() > float(session.get("until", 0)):
                 session.clear()
             else:
                 g.user = user
@@ -94,8 +94,8 @@ def create_app(backend: Backend, users: Users, send: Send, tz: str = "Asia/Shang
 
     @app.after_request
     def _headers(resp: Any) -> Any:
-        resp.headers["Content-Security-Policy"] = ("default-src 'self'; script-src 'none'; style-src 'self'; "
-                                                   "img-src 'self' data:; frame-ancestors 'none'; form-action 'self'")
+        resp.headers.setdefault("Content-Security-Policy", "default-src 'self'; script-src 'none'; "
+                                "style-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'")
         resp.headers["X-Content-Type-Options"] = "nosniff"
         resp.headers["Referrer-Policy"] = "same-origin"
         resp.headers["Cache-Control"] = "no-store"
@@ -132,7 +132,8 @@ def create_app(backend: Backend, users: Users, send: Send, tz: str = "Asia/Shang
                 return render_template("login.html"), 401
             session.clear()  # a new session on sign-in: no fixation
             session.permanent = True
-            session.update(user=user.name, org=user.org, role=user.role, until=clock() + session_hours * 3600)
+            session.update(user=user.name, org=user.org, role=user.role, stamp=users.stamp(user.name),
+                           until=clock() + session_hours * 3600)
             return redirect(_safe_next(request.args.get("next")))
         return render_template("login.html")
 
@@ -215,8 +216,7 @@ def create_app(backend: Backend, users: Users, send: Send, tz: str = "Asia/Shang
         except SchemaError as exc:
             abort(400, str(exc))
         except NotSent as exc:
-            flash(f"not sent: {exc}")
-            return redirect(back), 503  # type: ignore[return-value]
+            return render_template("error.html", code=503, message=f"not sent: {exc}"), 503
         flash(f"{len(events)} verdict(s) “{verdict}” sent; the finding's status changes when the worker has applied "
               "them (seconds)")
         return redirect(back)
@@ -231,6 +231,8 @@ def create_app(backend: Backend, users: Users, send: Send, tz: str = "Asia/Shang
 
         week = request.args.get("week") or _iso_week(_window().end - timedelta(days=1))
         suffix = "." + request.args.get("format", "html")
+        if suffix not in (".html", ".xlsx", ".csv"):
+            abort(400, "format: html, xlsx or csv")
         try:
             check_format(Path("report" + suffix))
             rep = build(backend, g.user.org, week, zone)

@@ -6,9 +6,12 @@ is readable by its owner only (it holds hashes and the signing key)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import secrets
+import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +41,7 @@ class User:
 class Users:
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._lock = threading.RLock()  # the console's threads share one Users
         self._data = self._read()
 
     def _read(self) -> dict:
@@ -52,7 +56,14 @@ class Users:
         return data
 
     def reload(self) -> None:
-        self._data = self._read()
+        with self._lock:
+            self._data = self._read()
+
+    def stamp(self, name: str) -> str:
+        """Changes with the user's password (or org, role): a session carries it, so a changed
+        password ends the sessions signed in with the old one."""
+        u = self._data["users"].get(name)
+        return hashlib.sha256(orjson.dumps(u, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16] if u else ""
 
     @property
     def secret(self) -> str:
@@ -76,6 +87,7 @@ class Users:
     def verify(self, name: str, password: str) -> User | None:
         """The user when the password is theirs; None otherwise (the same for an unknown name, after
         the same work, so the answer's timing does not tell which names exist)."""
+        self.reload()  # a password changed by `console-user` counts at once
         u = self._data["users"].get(name)
         stored = u["hash"] if u else _DUMMY
         try:
@@ -85,8 +97,11 @@ class Users:
         if u is None:
             return None
         if _HASHER.check_needs_rehash(stored):
-            u["hash"] = _HASHER.hash(password)
-            self._write()
+            with self._lock:
+                self._data = self._read()
+                if name in self._data["users"]:
+                    self._data["users"][name]["hash"] = _HASHER.hash(password)
+                    self._write()
         return User(name, u["org"], u["role"])
 
     def put(self, name: str, org: str, role: str, password: str | None) -> User:
@@ -97,6 +112,11 @@ class Users:
             raise ConfigError(f"console user {name}: role {role!r} is not one of {', '.join(ROLES)}")
         if not org:
             raise ConfigError(f"console user {name}: an org is needed")
+        with self._lock:
+            self._data = self._read()  # what another process (console-user) wrote meanwhile
+            return self._put(name, org, role, password)
+
+    def _put(self, name: str, org: str, role: str, password: str | None) -> User:
         old = self._data["users"].get(name)
         if password is None and old is None:
             raise ConfigError(f"console user {name}: a new user needs a password")
@@ -108,15 +128,16 @@ class Users:
         return User(name, org, role)
 
     def remove(self, name: str) -> bool:
-        if self._data["users"].pop(name, None) is None:
-            return False
-        self._write()
-        return True
+        with self._lock:
+            self._data = self._read()
+            if self._data["users"].pop(name, None) is None:
+                return False
+            self._write()
+            return True
 
     def _write(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd, tmp = tempfile.mkstemp(prefix=self.path.name + ".", dir=self.path.parent)  # mode 0600, unique
         with os.fdopen(fd, "wb") as f:
             f.write(orjson.dumps(self._data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
         os.replace(tmp, self.path)
