@@ -67,11 +67,12 @@ def make_config(tmp_path: Path, kafka_url: str = "", clickhouse_url: str = "", *
         "QG_KAFKA_TOPIC_PREFIX": f"{name}.",
         "QG_KAFKA_PARTITIONS": "4",
         "QG_KAFKA_SESSION_TIMEOUT_SECONDS": "6",
-        "QG_CLICKHOUSE_URL": clickhouse_url,
         "QG_WORKER_APP_ID": f"qg-{name}",
         "QG_WORKER_DATA_DIR": str(tmp_path / "worker"),
         "QG_WORKER_LOG_LEVEL": "info",
     }
+    if clickhouse_url:  # else the default (chDB); a test without ClickHouse never opens it
+        env["QG_CLICKHOUSE_URL"] = clickhouse_url
     for section, values in sections.items():
         for key, value in values.items():
             env[f"QG_{section.upper()}_{key.upper()}"] = str(value)
