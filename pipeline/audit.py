@@ -46,7 +46,7 @@ def audit_members(backend: Backend, org: str | None = None, group: str | None = 
         for problem, flag in zip(PROBLEMS, flags, strict=True):
             if int(flag):
                 audit.people[problem].append((user_id, nickname or name))
-    named = dict(backend.query(queries.console_group_names(db, org) if org else queries.group_names(db)))
+    named = dict(backend.query(queries.group_names(db, org)))
     for (_, group_id), audit in groups.items():
         audit.name = named.get(group_id, "")
     return list(groups.values())

@@ -98,7 +98,7 @@ def build(backend: Backend, org: str, week: str, tz: ZoneInfo = ORG_TZ) -> Repor
     per_day = [(days[i], counts[i]) for i in range(7)]
     daily = Table("findings per day", ["date", *FAMILIES, "total"],
                   [[d, *(c.get(f, 0) for f in FAMILIES), sum(c.values())] for d, c in per_day])
-    names = dict(backend.query(queries.console_group_names(db, org)))
+    names = dict(backend.query(queries.group_names(db, org)))
     groups = Table("groups with most findings", ["group_id", "group", "findings", "members involved"],
                    [[g, names.get(g, ""), n, m] for g, n, m in backend.query(queries.report_top_groups(db, org, s, e))])
     members = Table("members with most findings", ["user_id", "findings", "groups", "sanctions"],

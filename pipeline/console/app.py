@@ -173,26 +173,18 @@ def create_app(backend: Backend, users: Users, send: Send, tz: str = "Asia/Shang
     @app.get("/findings/<finding_id>")
     @requires("viewer")
     def finding(finding_id: str) -> Any:
-        f = pages.finding(backend, g.user.org, finding_id)
-        if f is None:
-            abort(404)
-        return render_template("finding.html", f=f, here=request.full_path)
+        return render_template("finding.html", f=_found(pages.finding(backend, g.user.org, finding_id)),
+                               here=request.full_path)
 
     @app.get("/groups/<group_id>")
     @requires("viewer")
     def group(group_id: str) -> Any:
-        d = pages.group(backend, g.user.org, group_id)
-        if d is None:
-            abort(404)
-        return render_template("group.html", d=d)
+        return render_template("group.html", d=_found(pages.group(backend, g.user.org, group_id)))
 
     @app.get("/members/<user_id>")
     @requires("viewer")
     def member(user_id: str) -> Any:
-        d = pages.member(backend, g.user.org, user_id)
-        if d is None:
-            abort(404)
-        return render_template("member.html", d=d)
+        return render_template("member.html", d=_found(pages.member(backend, g.user.org, user_id)))
 
     @app.post("/verdicts")
     @requires("reviewer")
@@ -294,6 +286,13 @@ def create_app(backend: Backend, users: Users, send: Send, tz: str = "Asia/Shang
 
     app.jinja_env.globals["query"] = lambda **kw: "?" + urlencode({k: v for k, v in kw.items() if v})
     return app
+
+
+def _found(page: dict[str, Any] | None) -> dict[str, Any]:
+    """A page's data, or 404: another org's id and an id that does not exist get the same answer."""
+    if page is None:
+        abort(404)
+    return page
 
 
 def _iso_week(day: datetime) -> str:

@@ -92,7 +92,7 @@ def deadletters(backend: Backend, org: str, since_s: int) -> list[list[Any]]:
 
 
 def group_names(backend: Backend, org: str) -> dict[str, str]:
-    return dict(backend.query(queries.console_group_names(backend.database, org)))
+    return dict(backend.query(queries.group_names(backend.database, org)))
 
 
 def queue(backend: Backend, org: str, w: Window, statuses: tuple[str, ...], rule: str, group: str,

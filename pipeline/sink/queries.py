@@ -86,10 +86,11 @@ def problem_members(db: str, org: str | None, group: str | None) -> str:
             f"WHERE now_present = 1 AND ({' OR '.join(_NOW)}) ORDER BY org_id, group_id, user_id")
 
 
-def group_names(db: str) -> str:
-    """(group_id, the latest name its `group` events gave it)."""
+def group_names(db: str, org: str | None = None) -> str:
+    """(group_id, the latest name its `group` events gave it), of one org when `org` is given."""
+    of_org = f"{_org(org)} AND " if org else ""
     return (f"SELECT group_id, argMax(visitParamExtractString(payload, 'name'), ts) FROM {db}.raw_events "
-            f"WHERE kind = 'group' AND visitParamExtractString(payload, 'name') != '' GROUP BY group_id")
+            f"WHERE {of_org}kind = 'group' AND visitParamExtractString(payload, 'name') != '' GROUP BY group_id")
 
 
 # --- the review loop (pipeline/review/) ------------------------------------------------------------
@@ -311,13 +312,6 @@ def console_group_exists(db: str, org: str, group: str) -> str:
 def console_group_name(db: str, org: str, group: str) -> str:
     return (f"SELECT argMax(visitParamExtractString(payload, 'name'), ts) FROM {db}.raw_events "
             f"WHERE {_org(org)} AND kind = 'group' AND group_id = '{quote(group)}'")
-
-
-def console_group_names(db: str, org: str) -> str:
-    """(group_id, the latest name its `group` events gave it) of one org."""
-    return (f"SELECT group_id, argMax(visitParamExtractString(payload, 'name'), ts) FROM {db}.raw_events "
-            f"WHERE {_org(org)} AND kind = 'group' AND visitParamExtractString(payload, 'name') != '' "
-            "GROUP BY group_id")
 
 
 def console_members(db: str, org: str, group: str) -> str:
