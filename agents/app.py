@@ -33,9 +33,9 @@ from pipeline.config import Config
 from pipeline.delivery.logs import install_rate_limit
 from pipeline.delivery.order import TP
 from pipeline.delivery.path import DeliveryPath, Record, StateSnapshot
-from pipeline.delivery.settled import settled
+from pipeline.delivery.settled import settled, stage_bounds
 from pipeline.engine import Engine
-from pipeline.kafka import ProgressBoard, committed_offsets
+from pipeline.kafka import ProgressBoard, TickBoard, committed_offsets
 from pipeline.policy import load_policy
 from pipeline.processor import Batch, Processor
 from pipeline.sink.backends import connect
@@ -119,6 +119,8 @@ class FaustPorts:
         self.dead = app.topic(cfg.topic("deadletter"), partitions=p)
         self.alerts = app.topic(cfg.topic("alerts"), partitions=p)
         self.board = ProgressBoard(cfg, f"{cfg.worker.app_id}-progress")
+        self.ticks = TickBoard(cfg, f"{cfg.worker.app_id}-ticked", self.events.get_topic_name())
+        self.stages: list[tuple[str, bool]] = []  # (name, settles) in the engine's order
 
     async def start_offsets(self, tps: Collection[TP]) -> dict[TP, int | None]:
         committed = await asyncio.to_thread(committed_offsets, self.cfg, self.cfg.worker.app_id, list(tps))
@@ -162,11 +164,16 @@ class FaustPorts:
     async def progress(self, offsets: dict[TP, int], times: dict[TP, int]) -> None:
         await asyncio.to_thread(self.board.record, offsets, times)
 
-    async def settled(self) -> int | None:
-        """How far the member stage may tick (pipeline/delivery/settled.py)."""
+    async def ticked(self, reached: dict[int, dict[str, int]]) -> None:
+        await asyncio.to_thread(self.ticks.record, reached)
+
+    async def settled(self) -> dict[str, int]:
+        """How far each stage fed from other partitions may tick (pipeline/delivery/settled.py)."""
         name = self.events.get_topic_name()
-        progress, ends, starts = await asyncio.to_thread(self.board.read, name, list(range(self.cfg.kafka.partitions)))
-        return settled(progress, ends, starts, int(self.cfg.worker.timer_grace_seconds * 1000))
+        parts = list(range(self.cfg.kafka.partitions))
+        progress, ends, starts = await asyncio.to_thread(self.board.read, name, parts)
+        forwarded = settled(progress, ends, starts, int(self.cfg.worker.timer_grace_seconds * 1000))
+        return stage_bounds(forwarded, await asyncio.to_thread(self.ticks.read, parts), parts, self.stages)
 
     async def seek(self, tp: TP, offset: int) -> None:
         # seek_wait, not seek: Faust's seek calls aiokafka from this thread while the consumer
@@ -197,6 +204,7 @@ def register(app: QunguardApp, cfg: Config) -> DeliveryPath:
     engine.stores = dict(stores)
     processor = Processor(cfg, engine)
     ports = FaustPorts(app, cfg, stores)
+    ports.stages = [(d.name, bool(getattr(d, "settles", False))) for d in engine.detectors]
     sink = ClickHouseSink(backend, cfg.sink, timer_topic=processor.timer_topic)
     def fatal(exc: BaseException) -> None:
         asyncio.ensure_future(app.crash(exc))  # Faust stops the worker; a restart reads from the commit

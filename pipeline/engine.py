@@ -44,6 +44,7 @@ DETECTORS: list[type] = [ContentDetector, FloodDetector, DeadlineDetector, Group
                          FeedbackRouter, LadderStage, AlertStage]
 TICKS_PER_KEY = 4  # re-ticks of one key within one tick(now) call (a state that is due again at once)
 
+Settled = int | Mapping[str, int] | None  # how far the stages that `settles` may tick
 Position = tuple[int, int, int]  # partition, offset, index in a batch envelope
 Store = MutableMapping[str, Any]
 
@@ -101,10 +102,11 @@ class Engine:
 
     # --- timers -------------------------------------------------------------------------------
 
-    def tick(self, now: int, partitions: Collection[int] | None = None, settled: int | None = None,
+    def tick(self, now: int, partitions: Collection[int] | None = None, settled: Settled = None,
              bounds: Mapping[int, int] | None = None) -> Outcome:
         """What is due at `now`; with `partitions`, only keys whose events come from those; with
-        `settled`, detectors that `settles` go no further than it; with `bounds`, the keys of a
+        `settled` (one moment, or one per stage name), detectors that `settles` go no further than
+        it (a stage missing from the mapping is not held); with `bounds`, the keys of a
         partition no further than its bound (the worker's event clock, delivery/clock.py). With
         `loopback` (replay), what a tick forwards is processed and ticked too: stage by stage in
         the order of DETECTORS, so that a stage fed by another's timers (the ladder by deadlines,
@@ -146,7 +148,23 @@ class Engine:
             result.alerts.extend(alerts)
             result.forward.extend(later)
 
-    def _tick(self, now: int, partitions: Collection[int] | None, settled: int | None,
+    def reach(self, now: int, partitions: Collection[int], settled: Settled = None,
+              bounds: Mapping[int, int] | None = None) -> dict[int, dict[str, int]]:
+        """How far a tick with these arguments takes each stage of each partition: what the stream
+        records so that the stages fed by this tick's forwards know how far they may go (settled.py)."""
+        return {p: {d.name: self._until(d, p, now, settled, bounds) for d in self.detectors} for p in partitions}
+
+    @staticmethod
+    def _until(det: Detector, partition: int | None, now: int, settled: Settled,
+               bounds: Mapping[int, int] | None) -> int:
+        until = now if bounds is None or partition is None else min(now, bounds.get(partition, now))
+        if settled is not None and getattr(det, "settles", False):
+            held = settled if isinstance(settled, int) else settled.get(det.name)
+            if held is not None:
+                until = min(until, held)
+        return until
+
+    def _tick(self, now: int, partitions: Collection[int] | None, settled: Settled,
               bounds: Mapping[int, int] | None = None, only: int | None = None) -> Outcome:
         """One pass over what is due, detector by detector in the order of DETECTORS (or only the
         detector at index `only`)."""
@@ -156,9 +174,7 @@ class Engine:
             if (partitions is not None and partition not in partitions) or (only is not None and i != only):
                 continue
             det = self.detectors[i]
-            until = now if bounds is None or partition is None else min(now, bounds.get(partition, now))
-            if settled is not None and getattr(det, "settles", False):
-                until = min(until, settled)
+            until = self._until(det, partition, now, settled, bounds)
             ctx = Context(until)
             store = self.stores[det.name]
             while heap and heap[0][0] <= until:

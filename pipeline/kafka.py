@@ -7,6 +7,8 @@ import threading
 import time
 from typing import Any
 
+import orjson
+
 from pipeline.config import Config
 from pipeline.delivery.settled import Progress
 
@@ -169,6 +171,59 @@ class ProgressBoard:
         with self._lock:
             for tp in tps:
                 self._times.pop(tp, None)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._consumer is not None:
+                self._consumer.close()
+                self._consumer = None
+
+
+class TickBoard:
+    """How far each partition's stages have ticked (pipeline/delivery/settled.py), kept like the
+    progress: the metadata of a consumer group of its own, one entry per partition of the events
+    topic ({stage: moment} as JSON; the offset means nothing). Blocking, from worker threads."""
+
+    def __init__(self, cfg: Config, group: str, topic: str) -> None:
+        self.cfg = cfg
+        self.group = group
+        self.topic = topic
+        self._lock = threading.Lock()
+        self._consumer: Any = None
+
+    def _client(self) -> Any:
+        if self._consumer is None:
+            from kafka import KafkaConsumer
+
+            self._consumer = KafkaConsumer(bootstrap_servers=bootstrap(self.cfg.kafka.url), group_id=self.group,
+                                           enable_auto_commit=False, client_id="qunguard-ticks",
+                                           request_timeout_ms=15_000)
+        return self._consumer
+
+    def record(self, reached: dict[int, dict[str, int]]) -> None:
+        from kafka import TopicPartition
+        from kafka.structs import OffsetAndMetadata
+
+        if not reached:
+            return
+        with self._lock:
+            self._client().commit({TopicPartition(self.topic, p): OffsetAndMetadata(0, orjson.dumps(r).decode())
+                                   for p, r in reached.items()}, timeout_ms=15_000)
+
+    def read(self, partitions: list[int]) -> dict[int, dict[str, int]]:
+        from kafka import TopicPartition
+
+        out = {}
+        with self._lock:
+            consumer = self._client()
+            for p in partitions:
+                got = consumer.committed(TopicPartition(self.topic, p), metadata=True, timeout_ms=15_000)
+                if got is not None and got.metadata:
+                    try:
+                        out[p] = {str(k): int(v) for k, v in orjson.loads(got.metadata).items()}
+                    except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+                        continue  # unreadable: that partition holds the stages back, as if not ticked
+        return out
 
     def close(self) -> None:
         with self._lock:

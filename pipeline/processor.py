@@ -15,7 +15,7 @@ from functools import partial
 from typing import Any
 
 from pipeline.config import Config
-from pipeline.engine import Engine
+from pipeline.engine import Engine, Settled
 from pipeline.ingest import Decoded, decode_record
 from pipeline.policy import load_policy
 from pipeline.text.tokenize import get_tokenizer
@@ -103,7 +103,7 @@ class Processor:
         return batch
 
     def tick(self, partitions: Collection[int] | None = None, now: int | None = None,
-             settled: int | None = None, bounds: Mapping[int, int] | None = None) -> Batch:
+             settled: Settled = None, bounds: Mapping[int, int] | None = None) -> Batch:
         """Timers at `now` (default: the latest event time seen): findings whose moment has come, the
         owners' reminders, state released. Rows carry the timer as their source, offset = `now`.
         `settled` and `bounds`: how far the stages fed from other partitions and each partition may

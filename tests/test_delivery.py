@@ -19,7 +19,7 @@ from pipeline.config import load_config
 from pipeline.delivery.clock import EventClock
 from pipeline.delivery.order import GIVE_UP_SEEKS, SEEK_AGAIN_SECONDS, OrderGate
 from pipeline.delivery.path import DeliveryPath, Record, StateSnapshot
-from pipeline.delivery.settled import EARLIEST, Progress, settled
+from pipeline.delivery.settled import EARLIEST, Progress, settled, stage_bounds
 from pipeline.devtools.simulate import START_TS, Simulator
 from pipeline.engine import Engine
 from pipeline.processor import Batch, Processor
@@ -121,6 +121,7 @@ class FakeKafka:
         self.log: dict[int, list[tuple[bytes, bool]]] = {p: [] for p in range(PARTS)}
         self.committed: dict[tuple[str, int], int] = {}
         self.progress: dict[int, Progress] = {}
+        self.ticks: dict[int, dict[str, int]] = {}  # how far each partition's stages ticked
         self.changelog: dict[str, dict[str, bytes | None]] = {}
         self.published: dict[str, list[dict]] = {"findings": [], "dead": [], "alerts": []}
 
@@ -179,8 +180,39 @@ class FakePorts:
             seen = [t for t in (before.event_time if before else None, times.get((TOPIC, p))) if t is not None]
             self.kafka.progress[p] = Progress(offset, max(seen) if seen else None)
 
+    async def ticked(self, reached) -> None:
+        self.kafka.ticks.update(reached)
+
     async def seek(self, tp, offset) -> None:
         self.seeks.append((tp, offset))
+
+
+def _held(kafka: FakeKafka, engine: Engine, grace: int = 10_000) -> dict[str, int]:
+    """How far the stages fed from other partitions may tick, as the worker's timer reads it."""
+    forwarded = settled(kafka.progress, {p: len(kafka.log[p]) for p in range(PARTS)}, {}, grace)
+    return stage_bounds(forwarded, kafka.ticks, range(PARTS),
+                        [(d.name, bool(getattr(d, "settles", False))) for d in engine.detectors])
+
+
+async def _settle(path: DeliveryPath, engine: Engine, kafka: FakeKafka, rng: random.Random, until: int,
+                  chunk: int = 7, bounds_of=None, rounds: int = 12, grace: int = 10_000) -> None:
+    """The worker's timer until nothing changes: caught up with every record (forwards included),
+    then a tick of every partition as far as the board lets each stage go."""
+    last = None
+    for _ in range(rounds):
+        await _consume(path, kafka, rng, chunk)
+        await path.drain(30)  # the sink's flush timer: what was read is stored, its progress recorded
+        held = _held(kafka, engine, grace)
+        bounds = bounds_of(path) if bounds_of else None
+        sizes = [len(kafka.log[p]) for p in range(PARTS)]
+        await path.tick(max(bounds.values()) if bounds else until, range(PARTS), held, bounds)
+        await path.drain(30)
+        if path.broken is not None:
+            raise path.broken
+        if sizes == [len(kafka.log[p]) for p in range(PARTS)] and held == last:
+            return
+        last = held
+    raise AssertionError(f"the timers did not settle in {rounds} rounds")
 
 
 class KillingSink(ClickHouseSink):
@@ -200,9 +232,9 @@ class KillingSink(ClickHouseSink):
         return n
 
 
-def _worker(kafka: FakeKafka, backend, cfg, kill: tuple[str, int] | None, clock=time.monotonic):
+def _worker(kafka: FakeKafka, backend, cfg, kill: tuple[str, int] | None, clock=time.monotonic, policy=None):
     """A worker process as a restart finds things: state recovered from the changelog."""
-    engine = Engine()
+    engine = Engine(policy)
     stores = {}
     for det in engine.detectors:
         data = {k: orjson.loads(v) for k, v in kafka.changelog.get(det.name, {}).items() if v is not None}
@@ -253,17 +285,7 @@ async def _run(kafka: FakeKafka, backend, cfg, kills: list[tuple[str, int]], unt
     while True:
         path, engine = _worker(kafka, backend, cfg, kills.pop(0) if kills else None)
         try:
-            await _consume(path, kafka, rng, chunk)
-            # caught up: the timer fires, then everything is stored; the second tick sees the
-            # progress the first one's write recorded (the member stage waits for it)
-            for _ in range(2):
-                held = settled(kafka.progress, {p: len(kafka.log[p]) for p in range(PARTS)}, {}, 10_000)
-                await path.tick(until, range(PARTS), held)
-                await path.drain(30)
-            if path.broken is not None:
-                raise path.broken
-            if any(kafka.committed.get((TOPIC, p), 0) < len(kafka.log[p]) for p in range(PARTS)):
-                continue  # the tick forwarded facts: read them too
+            await _settle(path, engine, kafka, rng, until, chunk)
             return restarts
         except Kill:
             restarts += 1
@@ -337,24 +359,21 @@ def test_timers_caught_up_with_a_producer_still_sending_old_traffic_agree_with_r
     kafka = FakeKafka()
     rng = random.Random(6)
 
-    async def timer(path: DeliveryPath) -> None:
-        bounds = path.event_clock.bounds(wall, grace, range(PARTS))
-        held = settled(kafka.progress, {p: len(kafka.log[p]) for p in range(PARTS)}, {}, grace)
-        await path.tick(max(bounds.values()), range(PARTS), held, bounds)
-        await path.drain(30)
+    def bounds_of(path: DeliveryPath) -> dict[int, int]:
+        return path.event_clock.bounds(wall, grace, range(PARTS))
 
     async def go() -> None:
-        path, _ = _worker(kafka, backend, cfg, None, clock=clock)
+        path, engine = _worker(kafka, backend, cfg, None, clock=clock)
         for start in range(0, len(records), 60):  # the producer sends; the worker keeps up
             for key, value in records[start:start + 60]:
                 kafka.append(key, value)
             await _consume(path, kafka, rng)
             clock.t += 0.2
-            await timer(path)
+            bounds = bounds_of(path)
+            await path.tick(max(bounds.values()), range(PARTS), _held(kafka, engine, grace), bounds)
+            await path.drain(30)
         clock.t += grace / 1000  # the producer is done: quiet partitions follow the wall clock
-        for _ in range(4):
-            await _consume(path, kafka, rng)
-            await timer(path)
+        await _settle(path, engine, kafka, rng, wall, bounds_of=bounds_of, grace=grace)
 
     try:
         asyncio.run(go())
@@ -470,3 +489,49 @@ def test_a_failed_write_commits_nothing_after_it(tmp_path):
 
     asyncio.run(go())
     assert kafka.committed == {} and isinstance(fatal[0], OSError) and path.broken is fatal[0]
+
+
+def test_a_strike_found_by_a_timer_reaches_the_ladder_in_event_time_order(tmp_path):
+    """A temporary group expires at midnight (a timer's finding, a strike for its owner where the
+    policy counts group rules); by the time that timer fires, the owner's later posts have reached
+    the ladder. The ladder must apply the expiry first, as replay does: warn at midnight, mute at
+    the third strike, and no second warn."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from pipeline.policy import Policy
+
+    policy = Policy({"sanctions": {"rules": ["content.*", "group.*"]}})
+    zone = ZoneInfo("Asia/Shanghai")
+    at = lambda d, h: int(datetime(2026, 11, d, h, tzinfo=zone).timestamp() * 1000)  # noqa: E731
+    base = {"org_id": "o", "group_id": "t1"}
+    events = [{**base, "kind": "group", "event_id": "g1", "ts": at(2, 10), "action": "create", "name": "项目临时群",
+               "owner_id": "zw", "registered": True, "temporary": True, "ends_at": at(5, 18)}]
+    events += [{**base, "kind": "message", "event_id": f"m{i}", "ts": at(11, 9 + i), "platform": "wecom",
+                "msg_id": f"m{i}", "sender_id": "zw", "text": f"澳门赌场百家乐，注册就送彩金 {i}"} for i in range(2)]
+    lines = [orjson.dumps(e) for e in events]
+    until = at(12, 12)
+    expected = replay(lines, until=until, policy=policy)
+    sanctions = sorted(((f["rule"], f["ts"]) for f in expected.findings if f["rule"].startswith("sanction.")),
+                       key=lambda s: s[1])
+    assert sanctions == [("sanction.warn", at(11, 0)), ("sanction.mute", at(11, 10))]
+    backend = connect(f"chdb:{tmp_path / 'db'}")
+    migrate(backend)
+    cfg = load_config(env={"QG_KAFKA_TOPIC_PREFIX": "t."})
+    kafka = FakeKafka()
+    for e, line in zip(events, lines, strict=True):
+        kafka.append(e["group_id"].encode(), line)
+
+    async def go() -> None:
+        path, engine = _worker(kafka, backend, cfg, None, policy=policy)
+        await _settle(path, engine, kafka, random.Random(7), until)
+
+    try:
+        asyncio.run(go())
+        stored = backend.query(f"SELECT rule, ts FROM {backend.database}.findings "
+                               f"WHERE startsWith(rule, 'sanction.') ORDER BY ts")
+        ids = {r[0] for r in backend.query(f"SELECT finding_id FROM {backend.database}.findings")}
+    finally:
+        backend.close()
+    assert [tuple(r) for r in stored] == sanctions
+    assert ids == {f["finding_id"] for f in expected.findings}

@@ -34,6 +34,8 @@ from typing import Any, Protocol
 
 from pipeline.delivery.clock import EventClock
 from pipeline.delivery.order import TP, OrderGate
+from pipeline.delivery.settled import EARLIEST
+from pipeline.engine import Settled
 from pipeline.processor import Batch, Processor
 from pipeline.sink.writer import SinkStopped
 from schemas.rows import Source
@@ -77,6 +79,7 @@ class Ports(Protocol):
     async def save_state(self, snapshot: StateSnapshot) -> None: ...
     async def commit(self, offsets: dict[TP, int]) -> None: ...
     async def progress(self, offsets: dict[TP, int], times: dict[TP, int]) -> None: ...
+    async def ticked(self, reached: dict[int, dict[str, int]]) -> None: ...
     async def seek(self, tp: TP, offset: int) -> None: ...
 
 
@@ -138,7 +141,7 @@ class DeliveryPath:
         return self.processor.process(
             (r.value, Source(r.topic, r.partition, r.offset), r.internal) for r in records)
 
-    async def tick(self, now: int, partitions: Collection[int], settled: int | None = None,
+    async def tick(self, now: int, partitions: Collection[int], settled: Settled = None,
                    bounds: Mapping[int, int] | None = None) -> Batch:
         """Timers at `now` for the partitions this worker owns, through the same steps; each
         partition no further than its `bounds` (clock.py), the stages fed from other partitions no
@@ -148,11 +151,22 @@ class DeliveryPath:
                 return Batch()
             try:
                 batch = await asyncio.to_thread(self.processor.tick, partitions, now, settled, bounds)
-                await self._after_detect(batch, {}, 0, force=len(batch) > 0)
+                await self._after_detect(batch, {}, 0, force=len(batch) > 0 or bool(batch.forward))
             except BaseException as exc:
                 self.fail(exc)
                 raise
-            return batch
+            if self._closing:
+                return batch
+        # What this tick forwarded is acknowledged (published) and stored: the stages it feeds may
+        # now go as far as it went (settled.py). Advisory like progress: if not recorded, they wait.
+        reached = {p: {name: t for name, t in stages.items() if t > EARLIEST}
+                   for p, stages in self.processor.engine.reach(now, partitions, settled, bounds).items()}
+        try:
+            await self.ports.ticked({p: r for p, r in reached.items() if r})
+        except Exception as exc:  # noqa: BLE001
+            log.warning("timer progress not recorded (%s: %s); the ladder and alerts wait for the next",
+                        type(exc).__name__, exc)
+        return batch
 
     def fail(self, exc: BaseException) -> None:
         """Stop the path: nothing is written or committed any more, and the edge stops the worker
@@ -187,6 +201,8 @@ class DeliveryPath:
         if self.broken is not None:
             raise self.broken  # nothing is written or committed after a failed write
         if not (self.sink.pending_rows or self._offsets or self._state):
+            if force:
+                await self.wait_written()  # a drain: what a write in flight carries is stored too
             return
         # Due by size or age; or nothing to write at all (every row was a duplicate), which costs
         # nothing and lets the state and offsets move on.

@@ -21,7 +21,7 @@ hold the stages back for good once nothing is left in it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 EARLIEST = -(2**62)  # "nothing is settled yet"
@@ -47,3 +47,21 @@ def settled(progress: Mapping[int, Progress], ends: Mapping[int, int], starts: M
         b = done.event_time - lateness_ms
         bound = b if bound is None else min(bound, b)
     return bound
+
+
+def stage_bounds(forwarded: int | None, ticked: Mapping[int, Mapping[str, int]], partitions: Iterable[int],
+                 stages: Sequence[tuple[str, bool]]) -> dict[str, int]:
+    """Per stage that settles (`stages`: (name, settles) in the engine's order), how far it may
+    tick: no further than `forwarded` (settled() above) and than each earlier stage has ticked in
+    each of `partitions` (`ticked`: the moments the workers recorded)."""
+    parts = list(partitions)
+    out: dict[str, int] = {}
+    before: int | None = None  # the least moment an earlier stage reached, over every partition
+    for name, settles in stages:
+        if settles:
+            bound = forwarded if before is None else before if forwarded is None else min(before, forwarded)
+            if bound is not None:
+                out[name] = bound
+        reached = min((ticked.get(p, {}).get(name, EARLIEST) for p in parts), default=EARLIEST)
+        before = reached if before is None else min(before, reached)
+    return out
