@@ -173,7 +173,8 @@ class FaustPorts:
         parts = list(range(self.cfg.kafka.partitions))
         progress, ends, starts = await asyncio.to_thread(self.board.read, name, parts)
         forwarded = settled(progress, ends, starts, int(self.cfg.worker.timer_grace_seconds * 1000))
-        return stage_bounds(forwarded, await asyncio.to_thread(self.ticks.read, parts), parts, self.stages)
+        ticked = await asyncio.to_thread(self.ticks.read, parts, [name for name, _ in self.stages])
+        return stage_bounds(forwarded, ticked, parts, self.stages)
 
     async def seek(self, tp: TP, offset: int) -> None:
         # seek_wait, not seek: Faust's seek calls aiokafka from this thread while the consumer

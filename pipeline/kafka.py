@@ -7,8 +7,6 @@ import threading
 import time
 from typing import Any
 
-import orjson
-
 from pipeline.config import Config
 from pipeline.delivery.settled import Progress
 
@@ -180,56 +178,60 @@ class ProgressBoard:
 
 
 class TickBoard:
-    """How far each partition's stages have ticked (pipeline/delivery/settled.py), kept like the
-    progress: the metadata of a consumer group of its own, one entry per partition of the events
-    topic ({stage: moment} as JSON; the offset means nothing). Blocking, from worker threads."""
+    """How far each partition's stages have ticked (pipeline/delivery/settled.py): per stage a
+    consumer group no consumer joins, `<prefix>-<stage>`, whose committed offset on each events
+    partition is the moment (epoch ms) that stage reached there. The moment is the offset, not
+    metadata: Tansu keeps no commit metadata (measured: it answers None). Written and read through
+    one admin client, blocking, from worker threads."""
 
-    def __init__(self, cfg: Config, group: str, topic: str) -> None:
+    def __init__(self, cfg: Config, prefix: str, topic: str) -> None:
         self.cfg = cfg
-        self.group = group
+        self.prefix = prefix
         self.topic = topic
         self._lock = threading.Lock()
-        self._consumer: Any = None
+        self._admin: Any = None
 
     def _client(self) -> Any:
-        if self._consumer is None:
-            from kafka import KafkaConsumer
+        if self._admin is None:
+            from kafka.admin import KafkaAdminClient
 
-            self._consumer = KafkaConsumer(bootstrap_servers=bootstrap(self.cfg.kafka.url), group_id=self.group,
-                                           enable_auto_commit=False, client_id="qunguard-ticks",
+            self._admin = KafkaAdminClient(bootstrap_servers=bootstrap(self.cfg.kafka.url), client_id="qunguard-ticks",
                                            request_timeout_ms=15_000)
-        return self._consumer
+        return self._admin
 
     def record(self, reached: dict[int, dict[str, int]]) -> None:
         from kafka import TopicPartition
+        from kafka.errors import NoError
         from kafka.structs import OffsetAndMetadata
 
-        if not reached:
-            return
+        by_stage: dict[str, dict[Any, Any]] = {}
+        for p, stages in reached.items():
+            for stage, moment in stages.items():
+                if moment >= 0:  # an offset cannot be negative; such a stage has not ticked yet
+                    by_stage.setdefault(stage, {})[TopicPartition(self.topic, p)] = OffsetAndMetadata(moment, "", -1)
         with self._lock:
-            self._client().commit({TopicPartition(self.topic, p): OffsetAndMetadata(0, orjson.dumps(r).decode())
-                                   for p, r in reached.items()}, timeout_ms=15_000)
+            admin = self._client()
+            for stage, offsets in by_stage.items():
+                failed = {tp.partition: e.__name__ for tp, e in admin.alter_group_offsets(
+                    f"{self.prefix}-{stage}", offsets).items() if e is not NoError}
+                if failed:
+                    raise RuntimeError(f"ticks of {stage} not recorded: {failed}")
 
-    def read(self, partitions: list[int]) -> dict[int, dict[str, int]]:
-        from kafka import TopicPartition
-
-        out = {}
+    def read(self, partitions: list[int], stages: list[str]) -> dict[int, dict[str, int]]:
         with self._lock:
-            consumer = self._client()
-            for p in partitions:
-                got = consumer.committed(TopicPartition(self.topic, p), metadata=True, timeout_ms=15_000)
-                if got is not None and got.metadata:
-                    try:
-                        out[p] = {str(k): int(v) for k, v in orjson.loads(got.metadata).items()}
-                    except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
-                        continue  # unreadable: that partition holds the stages back, as if not ticked
+            got = self._client().list_group_offsets({f"{self.prefix}-{s}": None for s in stages})
+        out: dict[int, dict[str, int]] = {p: {} for p in partitions}
+        for stage in stages:
+            for tp, om in got.get(f"{self.prefix}-{stage}", {}).items():
+                if tp.topic == self.topic and tp.partition in out and om.offset >= 0:
+                    out[tp.partition][stage] = om.offset
         return out
 
     def close(self) -> None:
         with self._lock:
-            if self._consumer is not None:
-                self._consumer.close()
-                self._consumer = None
+            if self._admin is not None:
+                self._admin.close()
+                self._admin = None
 
 
 def _event_time(metadata: str | None) -> int | None:

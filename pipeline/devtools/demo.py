@@ -107,12 +107,10 @@ def run_demo(cfg: Config, seconds: float = 30.0, rate: float = 1500.0, seed: int
             weekly_reports(cfg, home, console, sim.orgs)
             serve_console(cfg, home, console, sim.orgs)
             return counts
-        worker.terminate()
-        worker.wait(60)
+        _stop(worker, "worker", console)
         worker = None
         time.sleep(3)  # the notifier's last deliveries
-        notifier.terminate()
-        notifier.wait(60)
+        _stop(notifier, "notifier", console)
         notifier = None
         counts = summarize(cfg, console)
         counts["webhook_alerts"] = show_received(receiver, console)
@@ -126,6 +124,19 @@ def run_demo(cfg: Config, seconds: float = 30.0, rate: float = 1500.0, seed: int
         for s in services:
             s.stop()
 
+
+
+def _stop(proc: subprocess.Popen[bytes], name: str, console: Console) -> None:
+    """SIGTERM, as an operator stops it. Everything was stored before (wait_drained), so a process
+    that does not end within a minute (measured once in CI, with another suite on both cores) is
+    killed rather than failing the demo: a kill loses nothing, its restart reads from the commit."""
+    proc.terminate()
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        console.print(f"[yellow]the {name} did not stop within 60 s of SIGTERM: killed[/]")
+        proc.kill()
+        proc.wait(30)
 
 def weekly_reports(cfg: Config, home: Path, console: Console, orgs: list[str]) -> list[Path]:
     """`qunguard report` for each org over the week the simulated traffic starts in, as HTML and Excel."""
