@@ -239,6 +239,18 @@ def cmd_console(cfg: Config, args: argparse.Namespace) -> int:
     return serve(cfg, args.listen)
 
 
+def cmd_bridge(cfg: Config, args: argparse.Namespace) -> int:
+    if args.source == "onebot":
+        if args.paths:
+            raise SystemExit("qunguard bridge onebot: takes no paths (it listens on --listen)")
+        from pipeline.adapters.onebot_server import serve as serve_onebot
+
+        return serve_onebot(cfg, args.listen, args.org)
+    from pipeline.adapters.archive import run_archive
+
+    return run_archive(cfg, args.paths, args.org)
+
+
 def cmd_console_user(cfg: Config, args: argparse.Namespace) -> int:
     from pipeline.console.serve import manage_users
 
@@ -423,6 +435,14 @@ def build_parser() -> argparse.ArgumentParser:
     s = command("console", help="the security team's web console (review queue, findings, groups, members)")
     s.add_argument("--listen", help="host:port (default: console.listen, 127.0.0.1:8088)")
     s.set_defaults(fn=cmd_console)
+
+    s = command("bridge", help="QQ (OneBot v11) or WeCom chat-archive traffic, as the platforms send it, "
+                               "into qg.events")
+    s.add_argument("source", choices=["onebot", "wecom-archive"])
+    s.add_argument("paths", nargs="*", help="wecom-archive: JSON-lines files or directories (default: stdin)")
+    s.add_argument("--org", help="the organisation the traffic belongs to (default: bridge.org_id)")
+    s.add_argument("--listen", help="onebot: host:port (default: bridge.onebot_listen, 127.0.0.1:8091)")
+    s.set_defaults(fn=cmd_bridge)
 
     s = command("console-user", help="add, change, remove or list the console's users")
     s.add_argument("action", choices=["add", "remove", "list"])

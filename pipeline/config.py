@@ -168,19 +168,20 @@ class NotifierConfig(_Section):
         return v
 
 
+def host_port(v: str) -> str:
+    host, _, port = v.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{v!r} is not host:port")
+    return v
+
+
 class ConsoleConfig(_Section):
     listen: str = "127.0.0.1:8088"  # host:port of `qunguard console`
     users: str = ".qunguard/console-users.json"  # the users file (`qunguard console-user`)
     timezone: str = "Asia/Shanghai"  # the orgs' calendar: days, weeks and the heatmap's hours
     session_hours: float = Field(12.0, gt=0)  # a sign-in lasts this long
 
-    @field_validator("listen")
-    @classmethod
-    def _listen(cls, v: str) -> str:
-        host, _, port = v.rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"{v!r} is not host:port")
-        return v
+    _listen = field_validator("listen")(classmethod(lambda cls, v: host_port(v)))
 
     @field_validator("timezone")
     @classmethod
@@ -194,6 +195,20 @@ class ConsoleConfig(_Section):
         return v
 
 
+class BridgeConfig(_Section):
+    """`qunguard bridge onebot` and `qunguard bridge wecom-archive` (pipeline/adapters/)."""
+
+    org_id: str = ""  # the organisation whose traffic the bridge carries (required by the bridges)
+    onebot_listen: str = "127.0.0.1:8091"  # HTTP POST on /, reverse WebSocket on /onebot/v11/ws
+    onebot_secret: str = Field("", repr=False)  # HTTP POST: X-Signature (HMAC-SHA1 of the body) checked when set
+    onebot_access_token: str = Field("", repr=False)  # WebSocket: Authorization: Bearer <token> checked when set
+    linger_ms: int = Field(20, ge=0, le=5000)  # how long events wait to share one batch envelope
+    envelope: int = Field(100, ge=1, le=1000)  # events per envelope at most (one group per envelope)
+    wecom_cursor: str = ".qunguard/wecom-archive.cursor"  # the last seq stored, so a restart resumes
+
+    _listen = field_validator("onebot_listen")(classmethod(lambda cls, v: host_port(v)))
+
+
 class Config(_Section):
     kafka: KafkaConfig = KafkaConfig()
     clickhouse: ClickHouseConfig = ClickHouseConfig()
@@ -204,6 +219,7 @@ class Config(_Section):
     worker: WorkerConfig = WorkerConfig()
     notifier: NotifierConfig = NotifierConfig()
     console: ConsoleConfig = ConsoleConfig()
+    bridge: BridgeConfig = BridgeConfig()
 
     def topic(self, name: str) -> str:
         return f"{self.kafka.topic_prefix}{name}"

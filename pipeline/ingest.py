@@ -21,6 +21,9 @@ class Decoded:
     dead: list[dict[str, Any]] = field(default_factory=list)
 
 
+BRIDGE_ERROR = "bridge_error"  # a record a bridge sends for a payload it cannot map
+
+
 def decode_record(raw: bytes | None, src: Source, max_text_chars: int, out: Decoded | None = None,
                   internal: bool = False) -> Decoded:
     """`internal`: the record was forwarded by qunguard itself (only such records may hold the
@@ -45,6 +48,12 @@ def decode_record(raw: bytes | None, src: Source, max_text_chars: int, out: Deco
 
 
 def _validate(obj: Any, src: Source, max_text_chars: int, out: Decoded, raw: bytes | None, internal: bool) -> None:
+    if isinstance(obj, dict) and obj.get("kind") == BRIDGE_ERROR:
+        # a bridge's payload it could not map (pipeline/adapters/): its dead letter, with the bridge's reason
+        payload = obj.get("payload")
+        body = payload.encode() if isinstance(payload, str) else _element_bytes(payload)
+        out.dead.append(deadletter_record(body, str(obj.get("error") or "unmappable"), src))
+        return
     try:
         event = validate_event(obj, max_text_chars)
         if event["kind"] in INTERNAL_KINDS and not internal:

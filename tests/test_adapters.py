@@ -36,7 +36,8 @@ def group_message(segments, **over) -> dict:
 def test_napcat_doc_message_with_a_numeric_at():
     e = one(map_payload(load("onebot_group_message_napcat_doc.json"), "o1"))
     assert (e["platform"], e["group_id"], e["msg_id"], e["sender_id"]) == ("qq", "987654321", "2002", "345678901")
-    assert (e["text"], e["mentions"], e["sender_name"], e["sender_role"]) == ("大家好！", ["123456789"], "管理员", "admin")
+    assert (e["text"], e["mentions"]) == ("大家好！", ["123456789"])
+    assert (e["sender_name"], e["sender_role"]) == ("管理员", "admin")
     assert e["ts"] == 1718000001000 and e["event_id"] == "qq:123456789:2002"
 
 

@@ -15,8 +15,9 @@ Decisions where OneBot and qunguard differ:
 - A message whose `message` is empty (NapCat sends red packets so: it has no converter for its
   wallet element) is kept as a `system` message, which no rule judges; a `redbag` segment
   (go-cqhttp) is a `red_packet` with its title as text.
-- `group_upload` is a `file` message (its name is judged); `group_ban` and `notify` have no qunguard kind: they are stored as `system` messages
-  (exempt from every rule) with the notice in `extra`, so nothing the platform reported is lost.
+- `group_upload` is a `file` message (its name is judged). `group_ban` and `notify` have no
+  qunguard kind: they are stored as `system` messages (exempt from every rule) with the notice in
+  `extra`, so nothing the platform reported is lost.
 - Private messages, friend and group requests are not group traffic: `Unmappable`. Heartbeats and
   lifecycle events are the protocol's keepalives: `map_payload` returns no events and no error.
 """
@@ -59,6 +60,10 @@ def parse_cq(text: str) -> list[dict[str, Any]]:
     if pos < len(text):
         out.append({"type": "text", "data": {"text": _unescape(text[pos:])}})
     return out
+
+
+def _dict(v: Any) -> dict[str, Any]:
+    return v if isinstance(v, dict) else {}
 
 
 def _unescape(s: str) -> str:
@@ -106,8 +111,8 @@ def _message(p: dict[str, Any], org_id: str) -> dict[str, Any]:
     segments = parse_cq(raw) if isinstance(raw, str) else raw
     if not isinstance(segments, list) or not all(isinstance(s, dict) and "type" in s for s in segments):
         raise Unmappable("onebot: message: neither a CQ-code string nor an array of segments")
-    sender = p.get("sender") if isinstance(p.get("sender"), dict) else {}
-    anonymous = p.get("anonymous") if isinstance(p.get("anonymous"), dict) else None
+    sender = _dict(p.get("sender"))
+    anonymous = _dict(p.get("anonymous")) or None
     user = f"anonymous:{anonymous.get('id') or anonymous.get('name')}" if anonymous else _need(p, "user_id")
     texts: list[str] = []
     mentions: list[str] = []
@@ -115,7 +120,7 @@ def _message(p: dict[str, Any], org_id: str) -> dict[str, Any]:
     reply_to = file_name = None
     kinds: list[str] = []
     for seg in segments:
-        kind, data = str(seg["type"]), seg.get("data") if isinstance(seg.get("data"), dict) else {}
+        kind, data = str(seg["type"]), _dict(seg.get("data"))
         if kind == "text":
             texts.append(str(data.get("text", "")))
         elif kind == "at":
@@ -160,7 +165,7 @@ def _message(p: dict[str, Any], org_id: str) -> dict[str, Any]:
 def _is_miniapp(segments: list[dict[str, Any]]) -> bool:
     for seg in segments:
         if seg["type"] == "json":
-            card = _json(seg.get("data", {}).get("data"))
+            card = _json(_dict(seg.get("data")).get("data"))
             app = str(card.get("app", "")) if isinstance(card, dict) else ""
             if "miniapp" in app or (isinstance(card, dict) and "detail_1" in (card.get("meta") or {})):
                 return True
@@ -242,7 +247,7 @@ def _notice(p: dict[str, Any], org_id: str) -> list[dict[str, Any]]:
         return [{**base, "kind": "message", "platform": "qq", "msg_id": f"{mid}:recall", "msg_type": "recall",
                  "sender_id": _need(p, "user_id"), "reply_to": mid, "operator_id": operator, "text": ""}]
     if notice == "group_upload":  # a file put in the group: its name is judged like a file message's
-        file = p.get("file") if isinstance(p.get("file"), dict) else {}
+        file = _dict(p.get("file"))
         return [{**base, "kind": "message", "platform": "qq", "msg_id": f"file:{file.get('id') or _digest(p)}",
                  "msg_type": "file", "sender_id": _need(p, "user_id"), "text": "",
                  "file_name": str(file.get("name") or "") or None}]
