@@ -86,10 +86,11 @@ def server_url(clickhouse: devservices.Service, database: str) -> str:
 class Worker:
     """`qunguard worker` (or another long-running command) as a child process, the way operators run it."""
 
-    def __init__(self, cfg: Config, log: Path, command: str = "worker") -> None:
+    def __init__(self, cfg: Config, log: Path, command: str | list[str] = "worker") -> None:
         self.log = log
+        args = [command] if isinstance(command, str) else command
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", command], env=config_env(cfg), cwd=ROOT,
+            [sys.executable, "-m", "pipeline.cli", *args], env=config_env(cfg), cwd=ROOT,
             stdout=open(log, "ab"), stderr=subprocess.STDOUT,
         )
 

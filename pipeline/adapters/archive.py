@@ -7,8 +7,9 @@ the file also records the chunk's last seq and every events partition's end offs
 has acknowledged the chunk the cursor moves to that seq. A bridge killed in between finds the
 chunk in its cursor at the next start, reads what reached Kafka since those end offsets, and sends
 only the chunk's records that are not there. So a restart neither skips nor repeats a record.
-Records without a `seq` (member lists) carry ids of their own content and are sent on every run;
-storage keeps one of each (their event ids repeat).
+Member lists carry no `seq`: their ids come from their content, and they are sent on every run
+(storage keeps one of each). A bad line without a seq is a dead letter once: the cursor keeps the
+ids of the dead letters it sent.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pipeline.config import Config
 from pipeline.kafka import bootstrap
 
 CHUNK = 1000  # records per acknowledged chunk: GetChatData's own page size
+DEAD_KEPT = 10_000  # ids of dead letters sent for lines without a seq, so a rerun does not send them again
 
 
 def read_cursor(path: Path) -> dict[str, Any]:
@@ -87,6 +89,9 @@ class ArchiveBridge:
             if seq is not None and seq <= cursor["seq"]:
                 self.counts["skipped"] += 1
                 continue
+            if seq is None and events and all(e["event_id"] in cursor.get("dead", ()) for e in events):
+                self.counts["skipped"] += 1  # a bad line without a seq, a dead letter already
+                continue
             if seen and events and all(e["event_id"] in seen for e in events):
                 self.counts["skipped"] += 1  # sent by the run that was killed, before its cursor moved
                 continue
@@ -117,11 +122,12 @@ class ArchiveBridge:
     def _send(self, chunk: list[tuple[int | None, list[dict[str, Any]]]], cursor: dict[str, Any]) -> dict[str, Any]:
         seqs = [s for s, _ in chunk if s is not None]
         last = max(seqs, default=cursor["seq"])
-        write_cursor(self.cursor_path, {"seq": cursor["seq"], "sending": {"to": last, "ends": self._ends()}})
+        write_cursor(self.cursor_path, {**cursor, "sending": {"to": last, "ends": self._ends()}})
         events = [e for _, evs in chunk for e in evs]
         self.sender.send(events)
         self.counts["events"] += sum(1 for e in events if e["kind"] != "bridge_error")
-        cursor = {"seq": max(last, cursor["seq"])}
+        dead = [e["event_id"] for e in events if e["kind"] == "bridge_error"]
+        cursor = {"seq": max(last, cursor["seq"]), "dead": (list(cursor.get("dead", [])) + dead)[-DEAD_KEPT:]}
         write_cursor(self.cursor_path, cursor)
         return cursor
 

@@ -1,0 +1,207 @@
+"""The bridges for real: a WebSocket client and an HTTP client play the OneBot implementation
+against `qunguard bridge onebot`; WeCom archive dumps go through `bridge wecom-archive`; real
+Kafka, the worker and ClickHouse; the findings are replay's over the mapped events."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import time
+from hashlib import sha1
+from pathlib import Path
+
+import orjson
+import pytest
+from kafka import KafkaConsumer, TopicPartition
+
+from pipeline.adapters import archive
+from pipeline.adapters.archive import ArchiveBridge
+from pipeline.adapters.bridge import Sender
+from pipeline.adapters.onebot import map_payload
+from pipeline.adapters.wecom import map_record
+from pipeline.devtools.devservices import free_port, wait_port
+from pipeline.kafka import bootstrap, ensure_topics
+from pipeline.replay import replay
+from pipeline.sink.backends import connect
+from pipeline.sink.migrate import migrate
+from tests.conftest import Worker, count, make_config, query, server_url, unique, wait_for
+
+pytestmark = pytest.mark.slow
+PAYLOADS = Path(__file__).parent / "data" / "payloads"
+GAMBLING = "澳门赌场百家乐，注册就送彩金，加我微信"
+
+
+def _cfg(tmp_path, kafka, clickhouse, **bridge):
+    cfg = make_config(tmp_path, kafka.url, server_url(clickhouse, unique("br")), worker={"timer_seconds": 1.0},
+                      bridge={"org_id": "qqorg", **bridge})
+    ensure_topics(cfg)
+    backend = connect(cfg.clickhouse.url)
+    migrate(backend)
+    backend.close()
+    return cfg
+
+
+def _frames() -> list[bytes]:
+    """What a NapCat or go-cqhttp instance sends: the captured payloads, and traffic in their shape."""
+    load = lambda n: json.loads((PAYLOADS / n).read_text(encoding="utf-8"))  # noqa: E731
+    now = int(time.time()) - 600
+    base = load("onebot_group_message_napcat_capture_reply.json")
+    frames = [load("onebot_group_message_napcat_doc.json"), base,
+              load("onebot_notice_group_increase_approve_capture.json"),
+              load("onebot_notice_group_decrease_kick_capture.json")]
+    for i in range(6):  # a member posting gambling ads, in CQ-code string form (go-cqhttp's default)
+        frames.append({**base, "time": now + i, "message_id": 5000 + i, "user_id": 777, "message_format": "string",
+                       "sender": {"user_id": 777, "nickname": "发财", "card": "", "role": "member"},
+                       "message": f"[CQ:at,qq=all] {GAMBLING}{i}", "raw_message": f"[CQ:at,qq=all] {GAMBLING}{i}"})
+    return [orjson.dumps(f) for f in frames]
+
+
+def test_onebot_traffic_by_websocket_and_http_post_ends_in_replays_findings(tmp_path, kafka, clickhouse, workers):
+    from aiohttp import ClientSession, WSServerHandshakeError
+
+    port = free_port()
+    cfg = _cfg(tmp_path, kafka, clickhouse, onebot_listen=f"127.0.0.1:{port}", onebot_secret="s3cret",
+               onebot_access_token="t0ken")
+    workers.append(Worker(cfg, tmp_path / "bridge.log", ["bridge", "onebot"]))
+    workers.append(Worker(cfg, tmp_path / "worker.log"))
+    wait_port(port, 30, workers[0].proc, "bridge")
+    frames = _frames()
+    bad = [b"{not json", orjson.dumps(json.loads((PAYLOADS / "onebot_http_post_private_message_spec.json")
+                                                 .read_text(encoding="utf-8")))]
+
+    async def play() -> None:
+        async with ClientSession() as http:
+            with pytest.raises(WSServerHandshakeError) as refused:
+                await http.ws_connect(f"http://127.0.0.1:{port}/onebot/v11/ws", headers={"Authorization": "Bearer no"})
+            assert refused.value.status == 401
+            ws = await http.ws_connect(f"http://127.0.0.1:{port}/onebot/v11/ws",
+                                       headers={"Authorization": "Bearer t0ken", "X-Self-ID": "168238719",
+                                                "X-Client-Role": "Universal"})
+            for f in frames[:6]:
+                await ws.send_str(f.decode())
+            for f in bad:  # malformed frames do not stop the bridge, nor this connection
+                await ws.send_str(f.decode())
+            await ws.send_str(frames[6].decode())
+            await asyncio.sleep(1)
+            assert not ws.closed
+            await ws.close()
+            for f in frames[7:]:  # the rest by HTTP POST, signed
+                signed = {"X-Signature": "sha1=" + hmac.new(b"s3cret", f, sha1).hexdigest(),
+                          "Content-Type": "application/json"}
+                async with http.post(f"http://127.0.0.1:{port}/", data=f, headers=signed) as r:
+                    assert r.status == 204
+            async with http.post(f"http://127.0.0.1:{port}/", data=frames[7],
+                                 headers={"X-Signature": "sha1=00"}) as r:
+                assert r.status == 401
+
+    asyncio.run(play())
+    events = [e for f in frames for e in map_payload(orjson.loads(f), "qqorg")]
+    expected = replay([orjson.dumps(e) for e in events], until=int(time.time() * 1000))
+    assert any(f["rule"] == "content.gambling" for f in expected.findings)
+    wait_for(lambda: count(cfg, "SELECT uniqExact(event_id) FROM {db}.raw_events") >= len(events), 120,
+             "the bridged events stored")
+    wait_for(lambda: count(cfg, "SELECT count() FROM {db}.deadletter") >= 2, 60, "the two bad frames' dead letters")
+    stored = {r[0] for r in query(cfg, "SELECT event_id FROM {db}.raw_events")}
+    assert stored == {e["event_id"] for e in events}  # the refused POST stored nothing
+    reasons = sorted(r[0] for r in query(cfg, "SELECT error FROM {db}.deadletter"))
+    assert len(reasons) == 2 and reasons[0].startswith("onebot: 'private' message") and "invalid JSON" in reasons[1]
+    content = {f["finding_id"] for f in expected.findings if f["rule"].startswith("content.")}
+    wait_for(lambda: content <= {r[0] for r in query(cfg, "SELECT finding_id FROM {db}.findings")}, 60,
+             "the content findings")
+    got = {r[0] for r in query(cfg, "SELECT finding_id FROM {db}.findings WHERE startsWith(rule, 'content.')")}
+    assert got == content
+    groups = {r[0] for r in query(cfg, "SELECT DISTINCT group_id FROM {db}.messages")}
+    assert groups == {"987654321", "984466158"}
+
+
+def _archive_lines(n: int) -> list[bytes]:
+    """n records in the archive's shapes for one room, with their seq; a member list; a bad line."""
+    text = json.loads((PAYLOADS / "wecom_archive_text.json").read_text(encoding="utf-8"))
+    link = json.loads((PAYLOADS / "wecom_archive_link.json").read_text(encoding="utf-8"))
+    t0 = int(time.time() * 1000) - 3_600_000
+    out = [orjson.dumps({**json.loads((PAYLOADS / "wecom_msgaudit_groupchat_get_response.json").read_text()),
+                         "roomid": "wrROOM1"})]
+    for i in range(n):
+        rec = (link if i % 7 == 3 else text) | {"msgid": f"m{i}_{t0}", "roomid": "wrROOM1", "msgtime": t0 + i * 1000,
+                                                "seq": i + 1, "from": f"u{i % 9}"}
+        if i % 50 == 10:
+            rec["text"] = {"content": GAMBLING}
+        out.append(orjson.dumps(rec))
+        if i == n // 2:
+            out.append(b"{\"seq\": ")  # a truncated line
+    return out
+
+
+def _topic_ids(cfg) -> list[str]:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap(cfg.kafka.url), enable_auto_commit=False)
+    topic = cfg.topic("events")
+    tps = [TopicPartition(topic, p) for p in range(cfg.kafka.partitions)]
+    consumer.assign(tps)
+    consumer.seek_to_beginning()
+    ends = consumer.end_offsets(tps)
+    ids: list[str] = []
+    left = {tp for tp in tps if ends[tp] > 0}
+    while left:
+        for tp, recs in consumer.poll(timeout_ms=1000).items():
+            for r in recs:
+                ids += archive._event_ids(r.value) or ["<not json>"]
+                if r.offset + 1 >= ends[tp]:
+                    left.discard(tp)
+    consumer.close()
+    return ids
+
+
+class DyingSender(Sender):
+    """Kafka acknowledges the k-th chunk, then the bridge is killed before its cursor moves."""
+
+    def __init__(self, cfg, die_after: int) -> None:
+        super().__init__(cfg)
+        self.chunks = 0
+        self.die_after = die_after
+
+    def send(self, events):
+        super().send(events)
+        self.chunks += 1
+        if self.chunks == self.die_after:
+            raise KeyboardInterrupt("killed")
+
+
+def test_a_killed_archive_bridge_neither_skips_nor_repeats_a_record(tmp_path, kafka, clickhouse, workers,
+                                                                      monkeypatch):
+    cfg = _cfg(tmp_path, kafka, clickhouse, wecom_cursor=str(tmp_path / "cursor"))
+    monkeypatch.setattr(archive, "CHUNK", 40)
+    lines = _archive_lines(300)
+    dump = tmp_path / "dump"
+    dump.mkdir()
+    (dump / "001.jsonl").write_bytes(b"\n".join(lines[:150]) + b"\n")
+    (dump / "002.jsonl").write_bytes(b"\n".join(lines[150:]) + b"\n")
+    with pytest.raises(KeyboardInterrupt):
+        ArchiveBridge(cfg, DyingSender(cfg, die_after=3)).run(archive.lines([str(dump)]))
+    cursor = orjson.loads((tmp_path / "cursor").read_bytes())
+    # chunks of 40: the member list and seq 1-39, 40-79, 80-119; the third was sent, not recorded
+    assert cursor["seq"] == 79 and cursor["sending"]["to"] == 119
+    again = ArchiveBridge(cfg).run(archive.lines([str(dump)]))
+    assert again["skipped"] == 119
+    ids = _topic_ids(cfg)
+    member_list = {e["event_id"] for e in map_record(orjson.loads(lines[0]), "qqorg")}
+    messages = [i for i in ids if i not in member_list]
+    assert len(messages) == len(set(messages)) == 300 + 1  # every record once, and the bad line's dead letter
+    # a third run sends nothing new but the member list, which is idempotent by its ids
+    third = ArchiveBridge(cfg).run(archive.lines([str(dump)]))
+    assert third["events"] == len(member_list) and third["skipped"] == 301
+    # stored: the worker takes all of it; the findings are replay's over the same records
+    workers.append(Worker(cfg, tmp_path / "worker.log"))
+    events = [e for line in lines if line.startswith(b"{\"msgid") or line.startswith(b"{\"roomname")
+              for e in map_record(orjson.loads(line), "qqorg")]
+    expected = replay([orjson.dumps(e) for e in events], until=int(time.time() * 1000))
+    wait_for(lambda: count(cfg, "SELECT uniqExact(event_id) FROM {db}.raw_events") >= len({e["event_id"]
+                                                                                       for e in events}),
+             120, "the archive's events stored")
+    assert count(cfg, "SELECT count() FROM {db}.messages") == 300
+    content = {f["finding_id"] for f in expected.findings if f["rule"].startswith("content.")}
+    assert content
+    wait_for(lambda: content <= {r[0] for r in query(cfg, "SELECT finding_id FROM {db}.findings")}, 60,
+             "the content findings")
+    errors = [r[0] for r in query(cfg, "SELECT error FROM {db}.deadletter")]
+    assert len(errors) == 1 and errors[0].startswith("wecom: invalid JSON")
