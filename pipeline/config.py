@@ -202,6 +202,7 @@ class BridgeConfig(_Section):
     onebot_listen: str = "127.0.0.1:8091"  # HTTP POST on /, reverse WebSocket on /onebot/v11/ws
     onebot_secret: str = Field("", repr=False)  # HTTP POST: X-Signature (HMAC-SHA1 of the body) checked when set
     onebot_access_token: str = Field("", repr=False)  # WebSocket: Authorization: Bearer <token> checked when set
+    onebot_api_url: str = ""  # the implementation's HTTP API, for actions when no WebSocket is connected
     linger_ms: int = Field(20, ge=0, le=5000)  # how long events wait to share one batch envelope
     envelope: int = Field(100, ge=1, le=1000)  # events per envelope at most (one group per envelope)
     wecom_cursor: str = ".qunguard/wecom-archive.cursor"  # the last seq stored, so a restart resumes

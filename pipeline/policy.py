@@ -442,9 +442,21 @@ class Severity(_Model):
         return found
 
 
+class Enforcement(_Model):
+    """Sanctions carried out on the platform (QQ through the OneBot bridge, pipeline/adapters/
+    enforce.py). Off by default: a sanction is then a proposal to the group's owner (its alert).
+    On for a group: a mute is `set_group_ban` for the step's hours, a removal `set_group_kick`,
+    and with `delete_messages` the strikes' messages are recalled (`delete_msg`). A warning is
+    the alert itself."""
+
+    enabled: bool = False
+    delete_messages: bool = True
+    retry_seconds: int = Field(120, ge=0)  # a refused or unanswered action is tried again this long
+
+
 SECTIONS: dict[str, type[_Model]] = {"content": Content, "flood": Flood, "deadline": Deadline,
                                      "membership": Membership, "alerts": Alerts, "sanctions": Sanctions,
-                                     "severity": Severity}
+                                     "severity": Severity, "enforcement": Enforcement}
 
 
 class Scope(_Model):
@@ -455,6 +467,7 @@ class Scope(_Model):
     alerts: dict[str, Any] = Field(default_factory=dict)
     sanctions: dict[str, Any] = Field(default_factory=dict)
     severity: dict[str, Any] = Field(default_factory=dict)
+    enforcement: dict[str, Any] = Field(default_factory=dict)
 
 
 class PolicyFile(Scope):
@@ -542,6 +555,13 @@ class Policy:
 
     def sanctions_for(self, org_id: str, group_id: str) -> Sanctions:
         return cast(Sanctions, self.section_for("sanctions", org_id, group_id))
+
+    def enforcing(self) -> bool:
+        """Whether any org or group has enforcement on (the bridge then carries sanctions out)."""
+        return any(cast(Enforcement, settings).enabled for _, settings in self._scopes("enforcement"))
+
+    def enforcement_for(self, org_id: str, group_id: str) -> Enforcement:
+        return cast(Enforcement, self.section_for("enforcement", org_id, group_id))
 
     def severity_for(self, org_id: str, group_id: str) -> Severity:
         return cast(Severity, self.section_for("severity", org_id, group_id))

@@ -57,6 +57,10 @@ ALERT_COLUMNS = ("alert_id", "kind", "channel", "org_id", "group_id", "rule", "s
 DELIVERY_COLUMNS = ("attempt_id", "alert_id", "channel", "org_id", "attempt", "at", "status", "error", "latency_ms",
                     "message_id")
 
+# Written by the OneBot bridge's enforcer (pipeline/adapters/enforce.py): one row per attempt.
+ACTION_COLUMNS = ("action_id", "finding_id", "org_id", "group_id", "user_id", "action", "params", "attempt", "at",
+                  "status", "retcode", "reply", "error")
+
 # The key each table is deduplicated on (the first column of every row).
 TABLES = {
     "raw_events": RAW_COLUMNS,

@@ -205,3 +205,69 @@ def test_a_killed_archive_bridge_neither_skips_nor_repeats_a_record(tmp_path, ka
              "the content findings")
     errors = [r[0] for r in query(cfg, "SELECT error FROM {db}.deadletter")]
     assert len(errors) == 1 and errors[0].startswith("wecom: invalid JSON")
+
+
+def test_an_enforcing_groups_sanctions_are_carried_out_over_the_websocket(tmp_path, kafka, clickhouse, workers):
+    """The bot's implementation connects, sends a member's gambling ads in two groups; only the
+    group whose policy enforces gets set_group_ban, set_group_kick and delete_msg; a refused kick
+    is tried again; every attempt and reply is in ClickHouse."""
+    from aiohttp import ClientSession, WSMsgType
+
+    port = free_port()
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("groups:\n  '984466158': {enforcement: {enabled: true}}\n", encoding="utf-8")
+    cfg = _cfg(tmp_path, kafka, clickhouse, onebot_listen=f"127.0.0.1:{port}")
+    cfg = cfg.model_copy(update={"policy": cfg.policy.model_copy(update={"file": str(policy)})})
+    workers.append(Worker(cfg, tmp_path / "bridge.log", ["bridge", "onebot"]))
+    workers.append(Worker(cfg, tmp_path / "worker.log"))
+    wait_port(port, 30, workers[0].proc, "bridge")
+    wait_for(lambda: b"enforcement: on" in (tmp_path / "bridge.log").read_bytes(), 30, "the enforcer")
+    time.sleep(3)  # its consumer joins before the first finding (it starts at the topic's end)
+    frames = _frames()[4:]  # 984466158: member 777's six ads
+    doc = json.loads((PAYLOADS / "onebot_group_message_napcat_doc.json").read_text(encoding="utf-8"))
+    now = int(time.time()) - 600
+    frames += [orjson.dumps({**doc, "time": now + i, "message_id": 6000 + i, "user_id": 888,
+                             "message": [{"type": "text", "data": {"text": f"{GAMBLING}{i}"}}],
+                             "sender": {"user_id": 888, "nickname": "888", "role": "member"}}) for i in range(4)]
+    received: list[dict] = []
+
+    async def play() -> None:
+        async with ClientSession() as http:
+            ws = await http.ws_connect(f"http://127.0.0.1:{port}/onebot/v11/ws", headers={"X-Self-ID": "168238719"})
+            for f in frames:
+                await ws.send_str(f.decode())
+            refused_once = False
+            deadline = time.monotonic() + 180
+            while time.monotonic() < deadline:
+                try:
+                    msg = await ws.receive(timeout=5)
+                except TimeoutError:
+                    if {"set_group_ban", "set_group_kick"} <= {a["action"] for a in received} and refused_once:
+                        break
+                    continue
+                if msg.type != WSMsgType.TEXT:
+                    break
+                action = json.loads(msg.data)
+                received.append(action)
+                if action["action"] == "set_group_kick" and not refused_once:
+                    refused_once = True
+                    await ws.send_json({"status": "failed", "retcode": 102, "data": None, "wording": "权限不足",
+                                        "echo": action["echo"]})
+                    continue
+                await ws.send_json({"status": "ok", "retcode": 0, "data": None, "echo": action["echo"]})
+            await ws.close()
+
+    asyncio.run(play())
+    assert {a["params"]["group_id"] for a in received} == {984466158}  # not the group that only proposes
+    bans = [a for a in received if a["action"] == "set_group_ban"]
+    assert bans and bans[0]["params"] == {"group_id": 984466158, "user_id": 777, "duration": 86400}
+    kicks = [a for a in received if a["action"] == "set_group_kick"]
+    assert len(kicks) == 2 and kicks[0]["params"]["user_id"] == 777  # refused, then tried again
+    assert {a["params"]["message_id"] for a in received if a["action"] == "delete_msg"} <= set(range(5000, 5006))
+    wait_for(lambda: count(cfg, "SELECT count() FROM {db}.sanction_actions") >= len(received), 60, "the attempts")
+    rows = query(cfg, "SELECT action, status, retcode, error FROM {db}.sanction_actions WHERE action = 'set_group_kick' "
+                      "ORDER BY attempt")
+    assert [r[:3] for r in rows] == [("set_group_kick", "retry", 102), ("set_group_kick", "ok", 0)]
+    assert "权限不足" in rows[0][3]
+    proposed = query(cfg, "SELECT count() FROM {db}.findings WHERE group_id = '987654321' AND rule = 'sanction.mute'")
+    assert proposed[0][0] == 1  # the other group's member has a mute proposed, and nothing carried out

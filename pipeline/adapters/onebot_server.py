@@ -9,6 +9,10 @@
   a frame that is not JSON, or not mappable, is a dead letter with the reason and the connection
   goes on. Frames with an `echo` are answers to our own API calls, not events.
 
+Sanctions are carried out here too, where the policy enables enforcement (pipeline/adapters/
+enforce.py): the actions go to the bot's own WebSocket (answers matched by `echo`), or to
+`bridge.onebot_api_url` when it is not connected.
+
 A payload that cannot be mapped is acknowledged too (204): it is stored as a dead letter, and an
 implementation retrying it would only store it again.
 """
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import itertools
 import logging
 import signal
 from hashlib import sha1
@@ -26,11 +31,17 @@ import orjson
 from aiohttp import WSMsgType, web
 
 from pipeline.adapters.bridge import Batcher, Sender, error_record, need_org
+from pipeline.adapters.enforce import Action, ActionFailed, Enforcer
 from pipeline.adapters.onebot import Unmappable, map_payload
 from pipeline.config import Config
+from pipeline.kafka import bootstrap
+from pipeline.policy import load_policy
+from pipeline.sink.backends import connect
+from pipeline.sink.migrate import migrate
 
 log = logging.getLogger("qunguard.bridge.onebot")
 WS_PATHS = ("/onebot/v11/ws", "/onebot/v11/ws/event", "/ws")
+ACTION_TIMEOUT = 10.0  # seconds an implementation has to answer an action
 
 
 class OneBotBridge:
@@ -38,7 +49,11 @@ class OneBotBridge:
         self.cfg = cfg
         self.org = cfg.bridge.org_id
         self.batcher = batcher
-        self.counts = {"received": 0, "events": 0, "dead": 0, "refused": 0}
+        self.counts: dict[str, Any] = {"received": 0, "events": 0, "dead": 0, "refused": 0}
+        self.connections: dict[str, web.WebSocketResponse] = {}  # X-Self-ID → its reverse WebSocket
+        self.group_bot: dict[str, str] = {}  # group → the bot account its traffic came through
+        self.waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}  # echo → the answer to our action
+        self._echo = itertools.count(1)
 
     def records(self, body: bytes) -> list[dict[str, Any]]:
         """The events of one payload, or its dead letter."""
@@ -54,6 +69,9 @@ class OneBotBridge:
             self.counts["dead"] += 1
             return [error_record("onebot", str(exc), payload, self.org)]
         self.counts["events"] += len(events)
+        for e in events:
+            if e.get("self_id"):
+                self.group_bot[e["group_id"]] = e["self_id"]
         return events
 
     def signed(self, request: web.Request, body: bytes) -> bool:
@@ -90,9 +108,20 @@ class OneBotBridge:
             return web.Response(status=401, text="access token does not match")
         ws = web.WebSocketResponse(heartbeat=30, max_msg_size=self.cfg.kafka.max_message_bytes)
         await ws.prepare(request)
-        log.info("OneBot connected: self_id %s (%s)", request.headers.get("X-Self-ID", "?"),
-                 request.headers.get("X-Client-Role", "Universal"))
+        self_id = request.headers.get("X-Self-ID", "")
+        log.info("OneBot connected: self_id %s (%s)", self_id or "?", request.headers.get("X-Client-Role", "Universal"))
+        self.connections[self_id] = ws
         pending: set[asyncio.Future[None]] = set()
+        try:
+            await self._read(ws, pending)
+        finally:
+            if self.connections.get(self_id) is ws:
+                del self.connections[self_id]
+        if pending:  # what the connection sent before it closed is still produced
+            await asyncio.gather(*pending, return_exceptions=True)
+        return ws
+
+    async def _read(self, ws: web.WebSocketResponse, pending: set[asyncio.Future[None]]) -> None:
         async for msg in ws:
             if msg.type == WSMsgType.TEXT:
                 body = msg.data.encode()
@@ -100,14 +129,72 @@ class OneBotBridge:
                 body = msg.data
             else:
                 continue
-            if b'"echo"' in body and b'"post_type"' not in body:
+            if b'"echo"' in body and b'"post_type"' not in body and self._answer(body):
                 continue  # an answer to an action of ours
             fut = asyncio.ensure_future(self.batcher.put(self.records(body)))
             pending.add(fut)
             fut.add_done_callback(pending.discard)
-        if pending:  # what the connection sent before it closed is still produced
-            await asyncio.gather(*pending, return_exceptions=True)
-        return ws
+
+    def _answer(self, body: bytes) -> bool:
+        try:
+            reply = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return False
+        waiter = self.waiting.pop(str(reply.get("echo")), None) if isinstance(reply, dict) else None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(reply)
+        return waiter is not None
+
+    async def call(self, action: Action) -> dict[str, Any]:
+        """One OneBot action: through the bot's WebSocket when it is connected, else the HTTP API."""
+        group = str(action.params.get("group_id", action.finding.get("group_id", "")))
+        bot = self.group_bot.get(group)
+        ws = self.connections.get(bot) if bot is not None else None
+        if ws is None and len(self.connections) == 1 and not self.cfg.bridge.onebot_api_url:
+            ws = next(iter(self.connections.values()))
+        if ws is not None and not ws.closed:
+            echo = f"qg-{next(self._echo)}"
+            waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+            self.waiting[echo] = waiter
+            try:
+                await ws.send_json({"action": action.action, "params": action.params, "echo": echo})
+                return await asyncio.wait_for(waiter, ACTION_TIMEOUT)
+            finally:
+                self.waiting.pop(echo, None)
+        if self.cfg.bridge.onebot_api_url:
+            from aiohttp import ClientSession, ClientTimeout
+
+            headers = {"Authorization": f"Bearer {self.cfg.bridge.onebot_access_token}"} \
+                if self.cfg.bridge.onebot_access_token else {}
+            async with ClientSession(timeout=ClientTimeout(total=ACTION_TIMEOUT)) as http, http.post(
+                    f"{self.cfg.bridge.onebot_api_url.rstrip('/')}/{action.action}", json=action.params,
+                    headers=headers) as r:
+                return dict(await r.json(content_type=None))
+        raise ActionFailed(f"no OneBot connection carries group {group} (none connected, no bridge.onebot_api_url)")
+
+    async def enforce(self, enforcer: Enforcer) -> None:
+        """Sanctions from qg.findings carried out, each stored before its record is committed."""
+        from kafka import KafkaConsumer
+
+        consumer = await asyncio.to_thread(
+            KafkaConsumer, self.cfg.topic("findings"), bootstrap_servers=bootstrap(self.cfg.kafka.url),
+            group_id=f"{self.cfg.worker.app_id}-enforcer", enable_auto_commit=False,
+            auto_offset_reset="latest", client_id="qunguard-enforcer")
+        self.counts["enforcement"] = enforcer.counts
+        try:
+            while True:
+                polled = await asyncio.to_thread(consumer.poll, 1000, 100)
+                for records in polled.values():
+                    for r in records:
+                        try:
+                            finding = orjson.loads(r.value)
+                        except orjson.JSONDecodeError:
+                            continue  # not the worker's: nothing to carry out
+                        await enforcer.carry_out(finding)
+                if polled:
+                    await asyncio.to_thread(consumer.commit)
+        finally:
+            await asyncio.to_thread(consumer.close)
 
     async def health(self, request: web.Request) -> web.Response:
         return web.json_response(self.counts)
@@ -143,7 +230,16 @@ def serve(cfg: Config, listen: str | None = None, org: str | None = None) -> int
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        policy = load_policy(cfg.policy.file)
+        enforcing = None
+        if policy.enforcing():
+            backend = connect(cfg.clickhouse.url)
+            migrate(backend)
+            enforcing = asyncio.ensure_future(bridge.enforce(Enforcer(cfg, policy, bridge.call, backend)))
+            print("enforcement: on for the groups whose policy enables it", flush=True)
         await stop.wait()
+        if enforcing is not None:
+            enforcing.cancel()
         await runner.cleanup()  # connections closed, what they sent produced
         await batcher.drain()
         await batcher.close()

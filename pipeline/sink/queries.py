@@ -139,6 +139,14 @@ def deadletter_reasons(db: str, limit: int = 5) -> str:
     return f"SELECT error, count() FROM {db}.deadletter GROUP BY error ORDER BY count() DESC LIMIT {int(limit)}"
 
 
+# --- the OneBot enforcer (pipeline/adapters/enforce.py) ----------------------------------------------
+
+def actions_done(db: str, action_ids: Sequence[str]) -> str:
+    """Which of these sanction actions the platform has carried out already."""
+    values = ", ".join(f"'{quote(a)}'" for a in action_ids)
+    return f"SELECT DISTINCT action_id FROM {db}.sanction_actions WHERE action_id IN ({values}) AND status = 'ok'"
+
+
 # --- the notifier (pipeline/alerting/notifier.py) ---------------------------------------------------
 
 def alerts_settled(db: str, alert_ids: Sequence[str]) -> str:
