@@ -265,8 +265,8 @@ def test_an_enforcing_groups_sanctions_are_carried_out_over_the_websocket(tmp_pa
     assert len(kicks) == 2 and kicks[0]["params"]["user_id"] == 777  # refused, then tried again
     assert {a["params"]["message_id"] for a in received if a["action"] == "delete_msg"} <= set(range(5000, 5006))
     wait_for(lambda: count(cfg, "SELECT count() FROM {db}.sanction_actions") >= len(received), 60, "the attempts")
-    rows = query(cfg, "SELECT action, status, retcode, error FROM {db}.sanction_actions WHERE action = 'set_group_kick' "
-                      "ORDER BY attempt")
+    rows = query(cfg, "SELECT action, status, retcode, error FROM {db}.sanction_actions "
+                      "WHERE action = 'set_group_kick' ORDER BY attempt")
     assert [r[:3] for r in rows] == [("set_group_kick", "retry", 102), ("set_group_kick", "ok", 0)]
     assert "权限不足" in rows[0][3]
     proposed = query(cfg, "SELECT count() FROM {db}.findings WHERE group_id = '987654321' AND rule = 'sanction.mute'")
