@@ -322,7 +322,7 @@ def cmd_audit(cfg: Config, args: argparse.Namespace) -> int:
 def cmd_demo(cfg: Config, args: argparse.Namespace) -> int:
     from pipeline.devtools.demo import run_demo
 
-    run_demo(cfg, seconds=args.seconds, rate=args.rate, seed=args.seed, web=args.console)
+    run_demo(cfg, seconds=args.seconds, rate=args.rate, seed=args.seed, web=args.console, onebot=args.onebot)
     return 0
 
 
@@ -490,6 +490,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=7)
     s.add_argument("--console", action="store_true",
                    help="then serve the console over the demo's data until Ctrl-C (needs clickhouse-server)")
+    s.add_argument("--onebot", action="store_true",
+                   help="the traffic as QQ's OneBot v11 sends it, through `qunguard bridge onebot` (one org)")
     s.set_defaults(fn=cmd_demo)
     return p
 

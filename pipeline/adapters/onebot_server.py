@@ -49,7 +49,8 @@ class OneBotBridge:
         self.cfg = cfg
         self.org = cfg.bridge.org_id
         self.batcher = batcher
-        self.counts: dict[str, Any] = {"received": 0, "events": 0, "dead": 0, "refused": 0}
+        self.counts: dict[str, Any] = {"received": 0, "events": 0, "dead": 0, "refused": 0,
+                                       "unacknowledged": 0}
         self.connections: dict[str, web.WebSocketResponse] = {}  # X-Self-ID → its reverse WebSocket
         self.group_bot: dict[str, str] = {}  # group → the bot account its traffic came through
         self.waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}  # echo → the answer to our action
@@ -96,7 +97,7 @@ class OneBotBridge:
             log.warning("refused a POST from %s: X-Signature does not match bridge.onebot_secret", request.remote)
             return web.Response(status=401, text="X-Signature does not match")
         try:
-            await self.batcher.put(self.records(body))
+            await self._put(self.records(body))
         except Exception as exc:  # noqa: BLE001 -- the sender hears it and may send again
             return web.Response(status=503, text=f"not stored: {type(exc).__name__}")
         return web.Response(status=204)
@@ -131,9 +132,17 @@ class OneBotBridge:
                 continue
             if b'"echo"' in body and b'"post_type"' not in body and self._answer(body):
                 continue  # an answer to an action of ours
-            fut = asyncio.ensure_future(self.batcher.put(self.records(body)))
+            fut = asyncio.ensure_future(self._put(self.records(body)))
             pending.add(fut)
             fut.add_done_callback(pending.discard)
+
+    async def _put(self, records: list[dict[str, Any]]) -> None:
+        """Into Kafka; `unacknowledged` in /healthz lets a sender see when all it sent is stored."""
+        self.counts["unacknowledged"] += len(records)
+        try:
+            await self.batcher.put(records)
+        finally:
+            self.counts["unacknowledged"] -= len(records)
 
     def _answer(self, body: bytes) -> bool:
         try:

@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import orjson
 from rich.console import Console
 from rich.table import Table
 
@@ -38,7 +39,7 @@ DEMO_MARK = ".qunguard-demo"
 
 
 def run_demo(cfg: Config, seconds: float = 30.0, rate: float = 1500.0, seed: int = 7,
-             console: Console | None = None, web: bool = False) -> dict[str, int]:
+             console: Console | None = None, web: bool = False, onebot: bool = False) -> dict[str, int]:
     """The demo; with `web`, it then keeps the worker, the notifier and the services running and
     serves the console over the demo's data (on a ClickHouse server: chDB is one process at a time)
     until Ctrl-C."""
@@ -88,10 +89,16 @@ def run_demo(cfg: Config, seconds: float = 30.0, rate: float = 1500.0, seed: int
                 update={"url": f"chdb:{home / 'notifier-chdb'}"})})
         notifier = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "notifier"], env=config_env(notifier_cfg))
         n = int(seconds * rate)
-        sim = Simulator(orgs=3, groups=90, members=15, seed=seed)
-        console.print(f"[bold]simulating[/] {n:,} events over ~{seconds:.0f}s into {cfg.topic('events')}")
-        malformed = max(1, n // 1000)
-        ends = produce(cfg, sim.records(n, malformed=malformed, envelope=20), rate=rate, total=n + malformed)
+        sim = Simulator(orgs=1 if onebot else 3, groups=30 if onebot else 90, members=15, seed=seed)
+        if onebot:
+            bridge = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "bridge", "onebot", "--org", "org1"],
+                                      env=config_env(cfg))
+            services.append(Service("bridge", "", bridge, home, {}))
+            ends = play_onebot(cfg, sim, n, rate, console)
+        else:
+            console.print(f"[bold]simulating[/] {n:,} events over ~{seconds:.0f}s into {cfg.topic('events')}")
+            malformed = max(1, n // 1000)
+            ends = produce(cfg, sim.records(n, malformed=malformed, envelope=20), rate=rate, total=n + malformed)
         console.print("[dim]waiting for the worker to store everything…[/]")
         if not wait_drained(cfg, ends, timeout=180, alive=lambda: proc.poll() is None):
             raise RuntimeError(f"the worker did not store everything (exit code {proc.poll()})")
@@ -125,6 +132,61 @@ def run_demo(cfg: Config, seconds: float = 30.0, rate: float = 1500.0, seed: int
             s.stop()
 
 
+
+
+def play_onebot(cfg: Config, sim: Simulator, n: int, rate: float, console: Console) -> dict[int, int]:
+    """The simulator's traffic as a OneBot implementation sends it, over a reverse WebSocket to the
+    bridge; the roster and group registrations (no OneBot form) produced directly, as their own
+    feeds would be. Reviewers' simulated verdicts are left out: they name findings by the
+    simulator's ids, which QQ numbers replace. Returns the events topic's end offsets once the
+    bridge has acknowledged everything."""
+    import asyncio
+
+    from kafka import KafkaConsumer, TopicPartition
+
+    from pipeline.devtools.devservices import wait_port
+    from pipeline.devtools.onebot_traffic import to_onebot
+    from pipeline.devtools.simulate import Record
+    from pipeline.kafka import bootstrap
+
+    frames, direct = [], []
+    for kind, item in to_onebot(sim.events(n)):
+        if kind == "frame":
+            frames.append(orjson.dumps(item))
+        elif item["kind"] != "feedback":
+            direct.append(Record((item.get("group_id") or item.get("user_id") or "").encode(), orjson.dumps(item), []))
+    host, _, port = cfg.bridge.onebot_listen.rpartition(":")
+    console.print(f"[bold]OneBot[/]: {len(frames):,} QQ events over a reverse WebSocket to "
+                  f"ws://{host}:{port}/onebot/v11/ws; {len(direct):,} roster and group records produced directly")
+    produce(cfg, direct, show_progress=False)
+    wait_port(int(port), 30, None, "bridge onebot")
+
+    async def play() -> None:
+        from aiohttp import ClientSession
+
+        async with ClientSession() as http:
+            ws = await http.ws_connect(f"http://{host}:{port}/onebot/v11/ws", headers={"X-Self-ID": "3889000001"})
+            began = time.monotonic()
+            for i, f in enumerate(frames):
+                await ws.send_bytes(f)
+                ahead = i / rate - (time.monotonic() - began) if rate > 0 else 0
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+            while True:  # read by the bridge and acknowledged by Kafka
+                async with http.get(f"http://{host}:{port}/healthz") as r:
+                    counts = await r.json()
+                if counts["received"] >= len(frames) and not counts["unacknowledged"]:
+                    break
+                await asyncio.sleep(0.1)
+            await ws.close()
+
+    asyncio.run(play())
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap(cfg.kafka.url))
+    try:
+        tps = [TopicPartition(cfg.topic("events"), p) for p in range(cfg.kafka.partitions)]
+        return {tp.partition: o for tp, o in consumer.end_offsets(tps).items() if o}
+    finally:
+        consumer.close()
 
 def _stop(proc: subprocess.Popen[bytes], name: str, console: Console) -> None:
     """SIGTERM, as an operator stops it. Everything was stored before (wait_drained), so a process
