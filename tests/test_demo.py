@@ -101,3 +101,27 @@ def test_demo_leaves_a_console_a_newcomer_signs_in_to(tmp_path):
             proc.kill()
             raise
     assert proc.returncode == 0, rest[-2000:]
+
+
+@pytest.mark.slow
+def test_demo_runs_from_qq_traffic_through_the_onebot_bridge(tmp_path):
+    """`demo --onebot`: the same summary, reached through OneBot v11 frames and `bridge onebot`;
+    every stored event carries QQ's numbers."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QG_")}
+    env["PYTHONPATH"] = str(ROOT)
+    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "demo", "--onebot", "--seconds", "4", "--rate", "1000"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:] + r.stdout[-3000:]
+    out = r.stdout
+    rows = {line.split("│")[1].strip(): line.split("│")[2].strip()
+            for line in out.splitlines() if line.count("│") == 3}
+    assert int(rows["messages"].replace(",", "")) > 2000
+    assert "flood.repeat" in rows and "member.departed" in rows and "sanction.warn" in rows
+    from pipeline.sink.backends import connect
+
+    db = connect(f"chdb:{tmp_path / '.qunguard/chdb'}")
+    platforms = db.query("SELECT platform, count(), countIf(NOT match(group_id, '^[0-9]+$')) "
+                         "FROM qunguard.messages GROUP BY platform")
+    db.close()
+    assert len(platforms) == 1 and platforms[0][0] == "qq" and platforms[0][2] == 0, platforms
+    assert "Traceback" not in r.stderr, r.stderr[-2000:]
