@@ -36,6 +36,7 @@ from pipeline.delivery.path import DeliveryPath, Record, StateSnapshot
 from pipeline.delivery.settled import settled, stage_bounds
 from pipeline.engine import Engine
 from pipeline.kafka import ProgressBoard, TickBoard, committed_offsets
+from pipeline.metrics import WorkerMetrics, serve
 from pipeline.policy import load_policy
 from pipeline.processor import Batch, Processor
 from pipeline.sink.backends import connect
@@ -61,6 +62,7 @@ class QunguardApp(faust.App):
     """Faust's App with one hook before Faust stops the consumer: the path stores what it took."""
 
     before_stop: Callable[[], Awaitable[None]] | None = None
+    metrics_runner: Any = None  # the /metrics and /healthz server (pipeline/metrics.py)
 
     async def on_stop(self) -> None:
         if self.before_stop is not None:
@@ -68,6 +70,8 @@ class QunguardApp(faust.App):
             watchdog.daemon = True
             watchdog.start()
             await self.before_stop()
+        if self.metrics_runner is not None:
+            await self.metrics_runner.cleanup()
         await super().on_stop()
 
 
@@ -210,7 +214,8 @@ def register(app: QunguardApp, cfg: Config) -> DeliveryPath:
     def fatal(exc: BaseException) -> None:
         asyncio.ensure_future(app.crash(exc))  # Faust stops the worker; a restart reads from the commit
 
-    path = DeliveryPath(processor, sink, ports, on_fatal=fatal)
+    metrics = WorkerMetrics(sink_retries=lambda: sink.retries)
+    path = DeliveryPath(processor, sink, ports, on_fatal=fatal, observer=metrics)
     indexed: set[int] = set()  # partitions whose recovered state is in the engine's timer index
     topic_name = ports.events.get_topic_name()
 
@@ -240,6 +245,18 @@ def register(app: QunguardApp, cfg: Config) -> DeliveryPath:
     async def quiet_logs() -> None:
         install_rate_limit()
 
+    def health() -> tuple[bool, dict[str, Any]]:
+        detail: dict[str, Any] = {"partitions": sorted(ports.owned()), "pending_rows": sink.pending_rows,
+                                  "sink_retries": sink.retries}
+        if path.broken is not None:
+            detail["error"] = f"delivery stopped: {type(path.broken).__name__}: {path.broken}"
+        return path.broken is None, detail
+
+    @app.task
+    async def metrics_server() -> None:
+        if cfg.worker.metrics_listen:
+            app.metrics_runner = await serve(cfg.worker.metrics_listen, metrics.render, health, "worker")
+
     @app.agent(ports.events)
     async def ingest(stream: Any) -> None:  # faust.Stream: StreamT does not declare noack()
         async for events in stream.noack().noack_take(TAKE_RECORDS, within=TAKE_SECONDS):
@@ -267,7 +284,9 @@ def register(app: QunguardApp, cfg: Config) -> DeliveryPath:
             unknown = [(topic_name, p) for p in owned if not path.gate.knows((topic_name, p))]
             if unknown:
                 path.assigned(await ports.start_offsets(unknown))
-            if not path.gate.caught_up(await ports.highwaters(owned)):
+            highs = await ports.highwaters(owned)
+            metrics.set_lag(highs, path.gate.position)
+            if not path.gate.caught_up(highs):
                 return
             async with path.lock:
                 owned = ports.owned()  # a rebalance may have come in between

@@ -101,6 +101,10 @@ class WorkerConfig(_Section):
     # worker has caught up; `timer_grace_seconds` waits for answers still in flight at a deadline.
     timer_seconds: float = Field(5.0, gt=0)
     timer_grace_seconds: float = Field(10.0, ge=0)
+    # /metrics (Prometheus) and /healthz; empty: not served. A second worker on one host needs its own.
+    metrics_listen: str = "127.0.0.1:9108"
+
+    _metrics_listen = field_validator("metrics_listen")(classmethod(lambda cls, v: host_port(v) if v else v))
 
 
 ChannelType = Literal["wecom", "dingtalk", "feishu", "webhook", "smtp"]

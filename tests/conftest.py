@@ -130,6 +130,25 @@ def query(cfg: Config, sql: str) -> list[tuple]:
         backend.close()
 
 
+def scrape(url: str) -> dict[str, dict[tuple, float]]:
+    """A /metrics page read as Prometheus reads it: sample name → sorted labels → value ({} if down)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            text = r.read().decode()
+    except OSError:
+        return {}
+    out: dict[str, dict[tuple, float]] = {}
+    for family in text_string_to_metric_families(text):
+        out.setdefault(family.name, {})
+        for s in family.samples:
+            out.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
+    return out
+
+
 def count(cfg: Config, sql: str) -> int:
     return int(query(cfg, sql)[0][0])
 

@@ -25,7 +25,7 @@ from pipeline.kafka import bootstrap, ensure_topics
 from pipeline.replay import replay
 from pipeline.sink.backends import connect
 from pipeline.sink.migrate import migrate
-from tests.conftest import Worker, count, make_config, query, server_url, unique, wait_for
+from tests.conftest import Worker, count, make_config, query, scrape, server_url, unique, wait_for
 
 pytestmark = pytest.mark.slow
 PAYLOADS = Path(__file__).parent / "data" / "payloads"
@@ -96,6 +96,11 @@ def test_onebot_traffic_by_websocket_and_http_post_ends_in_replays_findings(tmp_
                 assert r.status == 401
 
     asyncio.run(play())
+    # the bridge's /metrics: every frame read, the refused handshake and POST counted, the bad frames as dead letters
+    bridge = scrape(f"http://127.0.0.1:{port}/metrics")
+    assert bridge["qunguard_bridge_received_total"][()] == len(frames) + len(bad)
+    assert bridge["qunguard_bridge_refused_total"][()] == 2 and bridge["qunguard_bridge_dead_total"][()] == 2
+    assert bridge["qunguard_bridge_unacknowledged"][()] == 0
     events = [e for f in frames for e in map_payload(orjson.loads(f), "qqorg")]
     expected = replay([orjson.dumps(e) for e in events], until=int(time.time() * 1000))
     assert any(f["rule"] == "content.gambling" for f in expected.findings)

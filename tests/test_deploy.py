@@ -66,3 +66,55 @@ def test_the_image_builds_the_wheel_in_a_build_stage_and_runs_unprivileged():
     # what the build stage copies is what the wheel is built from (scripts/wheel-check.sh builds the same)
     copied = {line.split()[1] for line in lines[:lines.index(stages[1])] if line.startswith("COPY ")}
     assert {"pipeline", "agents", "schemas"} <= copied
+
+
+def test_the_worker_is_health_checked_and_scraped_where_it_serves():
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    worker = services["worker"]
+    listen = load_config(env=worker["environment"]).worker.metrics_listen
+    port = listen.rpartition(":")[2]
+    assert listen.startswith("0.0.0.0:"), "reachable from Prometheus's container"
+    assert f"127.0.0.1:{port}/healthz" in " ".join(worker["healthcheck"]["test"])
+    assert "ports" not in worker, "the metrics stay inside compose's network"
+    scrape = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())["scrape_configs"]
+    sd = scrape[0]["dns_sd_configs"][0]
+    assert sd["names"] == ["worker"] and str(sd["port"]) == port
+    prom = services["prometheus"]
+    assert prom["volumes"][0].split(":")[1] == "/etc/prometheus/prometheus.yml"
+    assert services["prometheus"]["image"].split(":")[1][0] == "v"  # a pinned release, not latest
+    plugin = services["grafana"]["environment"]["GF_INSTALL_PLUGINS"].split()
+    assert plugin[0] == "grafana-clickhouse-datasource" and len(plugin) == 2, "the plugin's version pinned"
+    # the plugin's documentation: v4.15+ needs Grafana 11.6+, v4.0-4.14 runs on 9.x-11.5
+    grafana = tuple(int(x) for x in services["grafana"]["image"].split(":")[1].split(".")[:2])
+    minor = int(plugin[1].split(".")[1])
+    assert (grafana >= (11, 6)) == (minor >= 15)
+
+
+def test_the_pipeline_health_dashboard_asks_for_what_the_worker_serves():
+    """Every metric a panel's PromQL names is one the worker's /metrics really has (a name that
+    drifted would be an empty panel), and the data source it names is provisioned."""
+    import json
+    import re
+
+    from pipeline.config import load_config as cfg_of
+    from pipeline.devtools.simulate import Simulator
+    from pipeline.metrics import WorkerMetrics
+    from pipeline.processor import Processor
+    from schemas.rows import Source
+
+    records = list(Simulator(orgs=1, groups=3, members=6, seed=1).records(500, malformed=2))
+    batch = Processor(cfg_of(env={})).process((r.value, Source("qg.events", 0, i)) for i, r in enumerate(records))
+    m = WorkerMetrics(sink_retries=lambda: 0)
+    m.admitted(batch, len(records))
+    m.written(0.1, {"raw_events": 500})
+    m.set_lag({("qg.events", 0): 10}, lambda tp: 5)
+    served = set(re.findall(r"^(\w+)", m.render().decode(), re.M))
+    dash = json.loads((ROOT / "deploy/grafana/dashboards/pipeline-health.json").read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    exprs.append(dash["templating"]["list"][0]["query"]["query"])
+    names = {n for e in exprs for n in re.findall(r"\b(qunguard_\w+)", e)}
+    assert len(dash["panels"]) >= 6 and names and names <= served, names - served
+    for kind in ("events", "consumer_lag", "deadletters", "sink_batch_seconds", "sink_errors"):
+        assert any(kind in n for n in names), kind
+    sources = yaml.safe_load((ROOT / "deploy/grafana/provisioning/datasources/prometheus.yaml").read_text())
+    assert {p["datasource"]["uid"] for p in dash["panels"]} == {sources["datasources"][0]["uid"]}

@@ -5,20 +5,23 @@ malformed record is a dead letter with its reason — also across a SIGKILL and 
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+import urllib.request
 
 import orjson
 import pytest
 from kafka import KafkaConsumer
 
+from pipeline.devtools.devservices import free_port
 from pipeline.devtools.produce import produce, wait_drained
 from pipeline.devtools.simulate import Simulator
 from pipeline.kafka import ProgressBoard, bootstrap, committed_offsets, ensure_topics
 from pipeline.replay import replay
 from pipeline.sink.backends import connect
 from pipeline.sink.migrate import migrate
-from tests.conftest import Worker, count, make_config, server_url, unique, wait_for
+from tests.conftest import Worker, count, make_config, query, scrape, server_url, unique, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -64,8 +67,9 @@ def _assert_landed(cfg, valid, malformed, messages):
         backend.close()
 
 
-def _setup(tmp_path, kafka, clickhouse_url, **sink):
-    cfg = make_config(tmp_path, kafka.url, clickhouse_url, sink=sink or {"batch_rows": 2000, "batch_seconds": 0.5})
+def _setup(tmp_path, kafka, clickhouse_url, worker=None, **sink):
+    cfg = make_config(tmp_path, kafka.url, clickhouse_url, sink=sink or {"batch_rows": 2000, "batch_seconds": 0.5},
+                      worker=worker or {})
     ensure_topics(cfg)
     if not clickhouse_url.startswith("chdb:"):
         backend = connect(clickhouse_url)
@@ -75,13 +79,31 @@ def _setup(tmp_path, kafka, clickhouse_url, **sink):
 
 
 def test_every_event_once_and_every_malformed_in_dead_letters(tmp_path, kafka, clickhouse, workers):
-    cfg = _setup(tmp_path, kafka, server_url(clickhouse, unique("e2e")))
+    port = free_port()
+    cfg = _setup(tmp_path, kafka, server_url(clickhouse, unique("e2e")), worker={"metrics_listen": f"127.0.0.1:{port}"})
     records, valid, malformed, messages = _records()
     ends = produce(cfg, records, show_progress=False)
     workers.append(Worker(cfg, tmp_path / "worker.log"))
     assert wait_drained(cfg, ends, timeout=180, alive=lambda: workers[0].proc.poll() is None), \
         (tmp_path / "worker.log").read_text()[-3000:]
     _assert_landed(cfg, valid, malformed, messages)
+    # What an operator's Prometheus sees agrees with ClickHouse; the lag is 0 once all is read.
+    metrics = lambda: scrape(f"http://127.0.0.1:{port}/metrics")  # noqa: E731
+    m = wait_for(lambda: (m := metrics()) and all(v == 0 for v in m["qunguard_consumer_lag"].values())
+                 and len(m["qunguard_consumer_lag"]) == 4 and m, 60, "the lag of all 4 partitions at 0")
+    assert sum(m["qunguard_events_total"].values()) == len(valid)
+    assert sum(m["qunguard_deadletters_total"].values()) == malformed
+    assert m["qunguard_deadletters_total"][(("reason", "invalid JSON"),)] > 0
+    def same_findings() -> bool:  # a timer may store more between the two reads
+        by_rule = {(("rule", r),): float(n) for r, n in query(cfg, "SELECT rule, count() FROM {db}.findings "
+                                                                   "GROUP BY rule")}
+        return bool(by_rule) and metrics()["qunguard_findings_total"] == by_rule
+    wait_for(same_findings, 30, "the findings by rule in /metrics as in ClickHouse")
+    assert m["qunguard_sink_rows_total"][(("table", "raw_events"),)] == len(valid)
+    assert m["qunguard_sink_batch_seconds_count"][()] >= 1
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
+        health = json.loads(r.read())
+    assert r.status == 200 and health["status"] == "ok" and health["partitions"] == [0, 1, 2, 3]
     # The dead letters are on their topic too, with the reason and the source position.
     consumer = KafkaConsumer(cfg.topic("deadletter"), bootstrap_servers=bootstrap(cfg.kafka.url),
                              auto_offset_reset="earliest", consumer_timeout_ms=5000, group_id=unique("dlcheck"))

@@ -24,6 +24,7 @@ import hmac
 import itertools
 import logging
 import signal
+from collections.abc import Callable
 from hashlib import sha1
 from typing import Any
 
@@ -35,6 +36,7 @@ from pipeline.adapters.enforce import Action, ActionFailed, Enforcer
 from pipeline.adapters.onebot import Unmappable, map_payload
 from pipeline.config import Config
 from pipeline.kafka import bootstrap
+from pipeline.metrics import CONTENT_TYPE, counts_renderer
 from pipeline.policy import load_policy
 from pipeline.sink.backends import connect
 from pipeline.sink.migrate import migrate
@@ -54,6 +56,7 @@ class OneBotBridge:
         self.connections: dict[str, web.WebSocketResponse] = {}  # X-Self-ID → its reverse WebSocket
         self.group_bot: dict[str, str] = {}  # group → the bot account its traffic came through
         self.waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}  # echo → the answer to our action
+        self._render: Callable[[], bytes] | None = None  # /metrics (pipeline/metrics.py)
         self._echo = itertools.count(1)
 
     def records(self, body: bytes) -> list[dict[str, Any]]:
@@ -208,11 +211,18 @@ class OneBotBridge:
     async def health(self, request: web.Request) -> web.Response:
         return web.json_response(self.counts)
 
+    async def metrics(self, request: web.Request) -> web.Response:
+        if self._render is None:
+            self._render = counts_renderer("qunguard_bridge", lambda: {
+                **self.counts, "connections": len(self.connections)}, gauges=("unacknowledged", "connections"))
+        return web.Response(body=self._render(), headers={"Content-Type": CONTENT_TYPE})
+
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.cfg.kafka.max_message_bytes)
         for path in WS_PATHS:
             app.router.add_get(path, self.websocket)
         app.router.add_get("/healthz", self.health)
+        app.router.add_get("/metrics", self.metrics)
         app.router.add_post("/{tail:.*}", self.http_post)
         return app
 

@@ -70,6 +70,13 @@ class Sink(Protocol):
     def pending_rows(self) -> int: ...
 
 
+class Observer(Protocol):
+    """What the path tells the process's metrics (pipeline/metrics.py): what it stored."""
+
+    def admitted(self, batch: Batch, records: int) -> None: ...
+    def written(self, seconds: float, rows: Mapping[str, int]) -> None: ...
+
+
 class Ports(Protocol):
     """What the edges (Kafka through Faust, in agents/) do for the path."""
 
@@ -96,8 +103,9 @@ class _Unit:
 
 class DeliveryPath:
     def __init__(self, processor: Processor, sink: Sink, ports: Ports, clock: Callable[[], float] = time.monotonic,
-                 on_fatal: Callable[[BaseException], None] | None = None) -> None:
+                 on_fatal: Callable[[BaseException], None] | None = None, observer: Observer | None = None) -> None:
         self.processor = processor
+        self.observer = observer
         self.sink = sink
         self.ports = ports
         self.clock = clock
@@ -186,6 +194,8 @@ class DeliveryPath:
         self.event_clock.read({tp[1]: t for tp, t in batch.event_time.items()})
         batch = await asyncio.to_thread(self.sink.admit, batch)  # collect
         await self.ports.publish(batch)
+        if self.observer is not None:
+            self.observer.admitted(batch, records)
         for store, keys in state.items():
             self._state.setdefault(store, {}).update(keys)
         self._offsets.update(offsets)
@@ -216,6 +226,8 @@ class DeliveryPath:
             await self.wait_written()
 
     async def _write(self, unit: _Unit) -> None:
+        began = self.clock()
+        per_table = {table: len(rows) for table, rows in unit.rows.items()}
         try:
             rows = await asyncio.to_thread(self.sink.write, unit.rows)
             await self.ports.save_state(unit.state)
@@ -224,6 +236,8 @@ class DeliveryPath:
         except BaseException as exc:
             self.fail(exc)
             raise
+        if self.observer is not None:
+            self.observer.written(self.clock() - began, per_table)
         log.info("stored: records=%d rows=%d", unit.records, rows)
         if unit.offsets:
             try:
