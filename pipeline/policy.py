@@ -12,6 +12,7 @@ content:                       # org-wide defaults for content rules
     remove: [黄色]             # terms the org does not want flagged
     allow: [黄色预警]          # harmless contexts that suppress a match inside them
   patterns: {ad: ['加[vV微][:：]?\w{5,}']}   # regular expressions per category
+  mask_stored: [id_card, bank_card]   # personal data stored masked (the default); [] keeps it as sent
 orgs:   {org1: {content: {...}}}           # per org; the same keys
 flood:                         # 刷屏: repeats and rates (pipeline/detectors/flood.py)
   repeat_count: 3              # the same text this many times in a row is an episode
@@ -165,6 +166,9 @@ class Content(_Model):
     patterns: dict[str, tuple[str, ...]] = Field(default_factory=dict)
     split_window_seconds: int = Field(60, ge=0)
     classifier: Classifier | None = Classifier()
+    # Personal data stored masked in messages.text, raw_events.payload and the tokens (detection
+    # sees the clear text first); [] stores what was sent. The kinds of content.pii.
+    mask_stored: tuple[Literal["id_card", "bank_card", "mobile", "email", "address"], ...] = ("id_card", "bank_card")
 
     _rules = field_validator("disabled")(classmethod(lambda cls, v: _known_rules(v, RULES)))
 

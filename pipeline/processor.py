@@ -15,6 +15,7 @@ from functools import partial
 from typing import Any
 
 from pipeline.config import Config
+from pipeline.detectors.content.pii import mask_text
 from pipeline.engine import Engine, Settled
 from pipeline.ingest import Decoded, decode_record
 from pipeline.policy import load_policy
@@ -82,6 +83,8 @@ class Processor:
                 rows["deadletter"].append(deadletter_row(dl))
                 batch.dead.append(dl)
                 continue
+            if event["kind"] == "message" and event["text"]:
+                event, tokens = self._masked(event, tokens)  # detection saw the clear text
             if event["kind"] not in INTERNAL_KINDS:  # qunguard's own forwarded facts are not input
                 rows["raw_events"].append(raw_row(event, src))
                 tp = (src.topic, src.partition)
@@ -101,6 +104,14 @@ class Processor:
             rows["deadletter"].append(deadletter_row(dl))
             batch.dead.append(dl)
         return batch
+
+    def _masked(self, event: dict[str, Any], tokens: list[str]) -> tuple[dict[str, Any], list[str]]:
+        """The message as stored: personal data of the kinds its group's policy masks, masked."""
+        kinds = self.engine.policy.content_for(event["org_id"], event["group_id"]).mask_stored
+        text = mask_text(event["text"], kinds)
+        if text == event["text"]:
+            return event, tokens
+        return {**event, "text": text}, self.tokenizer.tokens(text)
 
     def tick(self, partitions: Collection[int] | None = None, now: int | None = None,
              settled: Settled = None, bounds: Mapping[int, int] | None = None) -> Batch:

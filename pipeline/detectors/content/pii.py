@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import date
 
@@ -100,3 +101,13 @@ def find_personal(text: str) -> list[Personal]:
             local, _, domain = m.group(1).partition("@")
             add("email", m, _mask(local, 1) + "@" + domain)
     return sorted(out, key=lambda p: p.start)
+
+
+def mask_text(text: str, kinds: Collection[str]) -> str:
+    """`text` with the personal data of `kinds` replaced by its masked form (as evidence shows it)."""
+    if not kinds or not text or not _HINT.search(text):
+        return text
+    found = [p for p in find_personal(text) if p.kind in kinds]
+    for p in reversed(found):  # from the end, so earlier spans keep their positions
+        text = text[:p.start] + p.masked + text[p.end:]
+    return text
