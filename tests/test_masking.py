@@ -47,3 +47,12 @@ def test_an_org_can_mask_more_kinds_or_none():
 def test_a_message_without_personal_data_is_stored_as_sent():
     _, msg, _ = _store(Policy(), "订单号 20261201123456，明天 9:30 开会")
     assert msg["text"] == "订单号 20261201123456，明天 9:30 开会"
+
+
+def test_masking_keeps_the_length_so_the_evidence_still_points_at_it():
+    text = f"转账到 {BANK[:4]} {BANK[4:8]} {BANK[8:12]} {BANK[12:]}，联系 +86 139-1234-5678 或 zhang.wei@example.com"
+    batch, msg, _ = _store(Policy({"content": {"mask_stored": ["bank_card", "mobile", "email"]}}), text)
+    assert len(msg["text"]) == len(text) and BANK[8:12] not in msg["text"] and "1234-5678" not in msg["text"]
+    assert "zhang.wei" not in msg["text"] and "@example.com" in msg["text"] and f" {BANK[12:]}，" in msg["text"]
+    spans = [p["span"] for f in batch.findings if f["rule"] == "content.pii" for p in f["evidence"]["personal"]]
+    assert spans and all("*" in msg["text"][a:b] for a, b in spans)

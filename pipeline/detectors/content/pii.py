@@ -103,11 +103,22 @@ def find_personal(text: str) -> list[Personal]:
     return sorted(out, key=lambda p: p.start)
 
 
+KEEP = {"id_card": 4, "bank_card": 4, "mobile": 3, "address": 4, "email": 1}  # characters kept at each end
+
+
 def mask_text(text: str, kinds: Collection[str]) -> str:
-    """`text` with the personal data of `kinds` replaced by its masked form (as evidence shows it)."""
+    """`text` with the personal data of `kinds` masked in place: the same length, so the spans a
+    finding's evidence points at still point at the same place (separators kept, e-mail domains
+    kept, `keep` characters at each end as the evidence's masked form shows them)."""
     if not kinds or not text or not _HINT.search(text):
         return text
-    found = [p for p in find_personal(text) if p.kind in kinds]
-    for p in reversed(found):  # from the end, so earlier spans keep their positions
-        text = text[:p.start] + p.masked + text[p.end:]
-    return text
+    chars = list(text)
+    for p in find_personal(text):
+        if p.kind not in kinds:
+            continue
+        end = p.end if p.kind != "email" else text.index("@", p.start)
+        at = [i for i in range(p.start, end) if chars[i].isalnum()]
+        keep = KEEP[p.kind] if len(at) > 2 * KEEP[p.kind] else 0
+        for i in at[keep:len(at) - keep]:
+            chars[i] = "*"
+    return "".join(chars)
