@@ -37,6 +37,25 @@ def cmd_migrate(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_retention(cfg: Config, args: argparse.Namespace) -> int:
+    from pipeline.retention import apply
+    from pipeline.sink.backends import connect
+
+    backend = connect(cfg.clickhouse.url)
+    try:
+        drops, ttls = apply(backend, cfg.retention, dry_run=args.dry_run)
+    finally:
+        backend.close()
+    verb = "would drop" if args.dry_run else "dropped"
+    for d in drops:
+        print(f"{verb} {backend.database}.{d.table} month {d.partition}: {d.rows:,} rows")
+    for sql in ttls:
+        print(f"{'would run' if args.dry_run else 'ran'}: {sql}")
+    if not drops:
+        print(f"{backend.database}: nothing past its retention")
+    return 0
+
+
 def cmd_worker(cfg: Config, args: argparse.Namespace) -> int:
     """The worker lives in agents/ (the Faust edge), which depends on pipeline/, not the reverse:
     it is found through the `qunguard.commands` entry point the package declares."""
@@ -381,6 +400,10 @@ def build_parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, parents=[common], **kw)
 
     command("migrate", help="apply the ClickHouse migrations (idempotent)").set_defaults(fn=cmd_migrate)
+    s = command("retention", help="drop the months past each table's retention (config `retention`); "
+                                  "TTL where the server has it")
+    s.add_argument("--dry-run", action="store_true", help="print what would be dropped and run, change nothing")
+    s.set_defaults(fn=cmd_retention)
     command("worker", help="run a Faust worker (several can share a consumer group)").set_defaults(
         fn=cmd_worker)
     command("notifier", help="deliver qg.alerts to the configured channels (robots, webhook, e-mail)"

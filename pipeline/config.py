@@ -214,6 +214,17 @@ class BridgeConfig(_Section):
     _listen = field_validator("onebot_listen")(classmethod(lambda cls, v: host_port(v)))
 
 
+class RetentionConfig(_Section):
+    """Days each table's rows are kept (`qunguard retention`); 0 = kept for ever. The defaults keep
+    chat six months, the 网络安全法's floor for logs, and the findings and sanctions for ever."""
+
+    events_days: int = Field(180, ge=0)  # raw_events, messages
+    deadletter_days: int = Field(90, ge=0)
+    deadline_days: int = Field(365, ge=0)  # notices, responses
+    alerts_days: int = Field(365, ge=0)  # alerts, alert_deliveries
+    findings_days: int = Field(0, ge=0)  # findings, sanction_actions
+
+
 class Config(_Section):
     kafka: KafkaConfig = KafkaConfig()
     clickhouse: ClickHouseConfig = ClickHouseConfig()
@@ -225,6 +236,7 @@ class Config(_Section):
     notifier: NotifierConfig = NotifierConfig()
     console: ConsoleConfig = ConsoleConfig()
     bridge: BridgeConfig = BridgeConfig()
+    retention: RetentionConfig = RetentionConfig()
 
     def topic(self, name: str) -> str:
         return f"{self.kafka.topic_prefix}{name}"

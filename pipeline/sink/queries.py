@@ -376,3 +376,28 @@ def console_deadletters(db: str, org: str, since_s: int) -> str:
             f"visitParamExtractString(raw, 'org_id') AS o FROM {db}.deadletter "
             f"WHERE received_at >= toDateTime({int(since_s)})) WHERE o IN ('', '{quote(org)}') "
             "GROUP BY reason ORDER BY count() DESC LIMIT 10")
+
+
+# --- retention (pipeline/retention.py) -------------------------------------------------------
+
+def partitions(db: str, table: str) -> str:
+    """A table's active partitions (toYYYYMM months) and their rows."""
+    return (f"SELECT partition, sum(rows) FROM system.parts WHERE database = '{quote(db)}' "
+            f"AND table = '{quote(table)}' AND active GROUP BY partition ORDER BY partition")
+
+
+def drop_partition(db: str, table: str, partition: str) -> str:
+    return f"ALTER TABLE {db}.{table} DROP PARTITION {int(partition)}"
+
+
+def set_ttl(db: str, table: str, column: str, days: int) -> str:
+    return f"ALTER TABLE {db}.{table} MODIFY TTL {column} + INTERVAL {int(days)} DAY"
+
+
+def remove_ttl(db: str, table: str) -> str:
+    return f"ALTER TABLE {db}.{table} REMOVE TTL"
+
+
+def table_definition(db: str, table: str) -> str:
+    return (f"SELECT create_table_query FROM system.tables WHERE database = '{quote(db)}' "
+            f"AND name = '{quote(table)}'")
