@@ -48,11 +48,43 @@ def cmd_retention(cfg: Config, args: argparse.Namespace) -> int:
         backend.close()
     verb = "would drop" if args.dry_run else "dropped"
     for d in drops:
-        print(f"{verb} {backend.database}.{d.table} month {d.partition}: {d.rows:,} rows")
+        print(f"{verb} {d.database}.{d.table} month {d.partition}: {d.rows:,} rows")
     for sql in ttls:
         print(f"{'would run' if args.dry_run else 'ran'}: {sql}")
     if not drops:
         print(f"{backend.database}: nothing past its retention")
+    return 0
+
+
+def cmd_org_reader(cfg: Config, args: argparse.Namespace) -> int:
+    import secrets
+    from pathlib import Path
+
+    from pipeline.isolation import provision
+    from pipeline.sink.backends import connect
+
+    password = os.environ.get("QUNGUARD_ORG_READER_PASSWORD") or secrets.token_urlsafe(18)
+    backend = connect(cfg.clickhouse.url)
+    try:
+        reader = provision(backend, args.org, password, dry_run=args.dry_run)
+    except ValueError as exc:
+        print(f"qunguard: org-reader: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        backend.close()
+    if args.dry_run:
+        print(";\n".join(reader.statements) + ";")
+    print(f"{reader.user} reads {reader.database} ({len(reader.tables)} tables of org {reader.org} only)")
+    if reader.users_xml is not None:  # ClickHouse 18.16: users live in users.xml
+        if args.users_d:
+            path = Path(args.users_d) / f"{reader.user}.xml"
+            path.write_text(reader.users_xml, encoding="utf-8")
+            path.chmod(0o600)
+            print(f"wrote {path}: the server reads it within seconds")
+        else:
+            print(f"this server has no SQL users: save this as users.d/{reader.user}.xml\n{reader.users_xml}")
+    if not os.environ.get("QUNGUARD_ORG_READER_PASSWORD"):
+        print(f"password (shown once): {password}")
     return 0
 
 
@@ -400,6 +432,11 @@ def build_parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, parents=[common], **kw)
 
     command("migrate", help="apply the ClickHouse migrations (idempotent)").set_defaults(fn=cmd_migrate)
+    s = command("org-reader", help="a ClickHouse user that reads one org's rows and nothing else")
+    s.add_argument("--org", required=True)
+    s.add_argument("--users-d", help="on servers without SQL users (18.16), write the user's file into this users.d")
+    s.add_argument("--dry-run", action="store_true", help="print the statements, change nothing")
+    s.set_defaults(fn=cmd_org_reader)
     s = command("retention", help="drop the months past each table's retention (config `retention`); "
                                   "TTL where the server has it")
     s.add_argument("--dry-run", action="store_true", help="print what would be dropped and run, change nothing")

@@ -30,6 +30,7 @@ TTL_SINCE = (19, 6)
 
 @dataclass(frozen=True)
 class Drop:
+    database: str
     table: str
     partition: str  # YYYYMM
     rows: int
@@ -41,19 +42,25 @@ def _after_month(partition: str) -> date:
     return date(year + month // 12, month % 12 + 1, 1)
 
 
+def databases(backend: Backend) -> list[str]:
+    """The main database and the org readers' copies (pipeline/isolation.py), which age alike."""
+    return [backend.database] + [r[0] for r in backend.query(queries.org_databases(backend.database))]
+
+
 def plan(backend: Backend, cfg: RetentionConfig, today: date) -> list[Drop]:
     """The partitions whose every row is past its table's retention on `today` (UTC): a month is
     kept until the day after it ends is more than `days` ago, one day more for the server's time
     zone, in which `toYYYYMM` cut the months."""
     out = []
-    for table, (_, setting) in TABLES.items():
-        days = getattr(cfg, setting)
-        if not days:
-            continue
-        cutoff = today - timedelta(days=days + 1)
-        for partition, rows in backend.query(queries.partitions(backend.database, table)):
-            if str(partition).isdigit() and len(str(partition)) == 6 and _after_month(str(partition)) <= cutoff:
-                out.append(Drop(table, str(partition), int(rows)))
+    for db in databases(backend):
+        for table, (_, setting) in TABLES.items():
+            days = getattr(cfg, setting)
+            if not days:
+                continue
+            cutoff = today - timedelta(days=days + 1)
+            for partition, rows in backend.query(queries.partitions(db, table)):
+                if str(partition).isdigit() and len(str(partition)) == 6 and _after_month(str(partition)) <= cutoff:
+                    out.append(Drop(db, table, str(partition), int(rows)))
     return out
 
 
@@ -65,17 +72,20 @@ def apply(backend: Backend, cfg: RetentionConfig, today: date | None = None, dry
     drops = plan(backend, cfg, today)
     ttls: list[str] = []
     if backend.version() >= TTL_SINCE:
-        db = backend.database
-        for table, (column, setting) in TABLES.items():
-            days = getattr(cfg, setting)
-            if days:
-                ttls.append(queries.set_ttl(db, table, column, days))
-            elif " TTL " in str(backend.query(queries.table_definition(db, table))[0][0]):
-                ttls.append(queries.remove_ttl(db, table))  # kept for ever now
+        for db in databases(backend):
+            present = {r[0] for r in backend.query(queries.tables_in(db))}
+            for table, (column, setting) in TABLES.items():
+                days = getattr(cfg, setting)
+                if table not in present:
+                    continue
+                if days:
+                    ttls.append(queries.set_ttl(db, table, column, days))
+                elif " TTL " in str(backend.query(queries.table_definition(db, table))[0][0]):
+                    ttls.append(queries.remove_ttl(db, table))  # kept for ever now
     if dry_run:
         return drops, ttls
     for d in drops:
-        backend.execute(queries.drop_partition(backend.database, d.table, d.partition))
+        backend.execute(queries.drop_partition(d.database, d.table, d.partition))
     for sql in ttls:
         backend.execute(sql)
     return drops, ttls

@@ -401,3 +401,41 @@ def remove_ttl(db: str, table: str) -> str:
 def table_definition(db: str, table: str) -> str:
     return (f"SELECT create_table_query FROM system.tables WHERE database = '{quote(db)}' "
             f"AND name = '{quote(table)}'")
+
+
+# --- per-org readers (pipeline/isolation.py) --------------------------------------------------
+
+def org_databases(db: str) -> str:
+    return f"SELECT name FROM system.databases WHERE startsWith(name, '{quote(db)}_org_') ORDER BY name"
+
+
+def tables_in(db: str) -> str:
+    return f"SELECT name FROM system.tables WHERE database = '{quote(db)}'"
+
+
+def org_tables(db: str) -> str:
+    """(table, engine, its CREATE statement) of every table and view with an org_id column."""
+    return (f"SELECT name, engine, create_table_query FROM system.tables WHERE database = '{quote(db)}' "
+            f"AND engine != 'MaterializedView' AND name IN (SELECT table FROM system.columns "
+            f"WHERE database = '{quote(db)}' AND name = 'org_id') ORDER BY name")
+
+
+def stored_columns(db: str, table: str) -> str:
+    return (f"SELECT name FROM system.columns WHERE database = '{quote(db)}' AND table = '{quote(table)}' "
+            f"AND default_kind NOT IN ('MATERIALIZED', 'ALIAS')")
+
+
+def org_feed(db: str, odb: str, table: str, feed: str, org: str, columns: Sequence[str]) -> str:
+    """Named columns, not *: a column a later migration adds to the main table is left out of the
+    org's copy instead of failing every insert into the main table."""
+    return (f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{feed} TO {odb}.{table} "
+            f"AS SELECT {', '.join(columns)} FROM {db}.{table} WHERE {_org(org)}")
+
+
+def org_backfill(db: str, odb: str, table: str, org: str, columns: Sequence[str]) -> str:
+    cols = ", ".join(columns)
+    return f"INSERT INTO {odb}.{table} ({cols}) SELECT {cols} FROM {db}.{table} WHERE {_org(org)}"
+
+
+def optimize_final(db: str, table: str) -> str:
+    return f"OPTIMIZE TABLE {db}.{table} FINAL"
