@@ -467,7 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(fn=cmd_simulate)
 
-    s = command("replay", help="run every detector over a JSON Lines file (SPEC §5)")
+    s = command("replay", help="run every detector over a JSON Lines file (docs/contract.md#replay)")
     s.add_argument("events")
     s.add_argument("--policy")
     s.add_argument("--until", help="advance the clock to this ISO 8601 moment after the last event")
