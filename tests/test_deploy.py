@@ -118,3 +118,20 @@ def test_the_pipeline_health_dashboard_asks_for_what_the_worker_serves():
         assert any(kind in n for n in names), kind
     sources = yaml.safe_load((ROOT / "deploy/grafana/provisioning/datasources/prometheus.yaml").read_text())
     assert {p["datasource"]["uid"] for p in dash["panels"]} == {sources["datasources"][0]["uid"]}
+
+
+def test_compose_is_valid_against_the_compose_specification():
+    """The schema `docker compose config` checks against (tests/data/compose-spec.SOURCE.md)."""
+    import copy
+    import json
+
+    import jsonschema
+
+    schema = json.loads((ROOT / "tests/data/compose-spec.json").read_text(encoding="utf-8"))
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    validator = jsonschema.Draft7Validator(schema)
+    errors = [f"{'.'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(compose)]
+    assert not errors, errors
+    wrong = copy.deepcopy(compose)
+    wrong["services"]["worker"]["depends_onn"] = wrong["services"]["worker"].pop("depends_on")
+    assert any("depends_onn" in e.message for e in validator.iter_errors(wrong))  # the schema is strict
