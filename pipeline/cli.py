@@ -159,7 +159,8 @@ def cmd_replay(cfg: Config, args: argparse.Namespace) -> int:
     policy = load_policy(args.policy or cfg.policy.file)
     until = _parse_until(args.until) if args.until else None
     with open(args.events, "rb") as fh:
-        result = replay(fh, until=until, max_text_chars=cfg.ingest.max_text_chars, policy=policy)
+        result = replay(fh, until=until, max_text_chars=cfg.ingest.max_text_chars, policy=policy,
+                            tokenizer_cfg=cfg.tokenizer)
     findings = result.findings if args.all else result.final()
     if args.out:
         with open(args.out, "w", encoding="utf-8") as out:

@@ -84,6 +84,7 @@ class IngestConfig(_Section):
 
 
 class TokenizerConfig(_Section):
+    backend: Literal["auto", "jieba", "jieba_fast"] = "auto"  # auto = jieba; jieba_fast: faster (text/tokenize.py)
     hmm: bool = False
     user_dict: str | None = None
     cache_size: int = Field(200_000, ge=0)

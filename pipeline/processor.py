@@ -59,7 +59,7 @@ class Processor:
     def __init__(self, cfg: Config, engine: Engine | None = None) -> None:
         self.cfg = cfg
         t = cfg.tokenizer
-        self.tokenizer = get_tokenizer(hmm=t.hmm, user_dict=t.user_dict, cache_size=t.cache_size)
+        self.tokenizer = get_tokenizer(hmm=t.hmm, user_dict=t.user_dict, cache_size=t.cache_size, backend=t.backend)
         self.engine = engine or Engine(load_policy(cfg.policy.file))
         self.timer_topic = cfg.topic("timer")
 

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from pipeline.config import TokenizerConfig
 from pipeline.detectors import Outcome
 from pipeline.engine import Engine
 from pipeline.ingest import Decoded, decode_record
@@ -38,14 +39,16 @@ class ReplayResult:
 
 
 def replay(lines: Iterable[bytes], until: int | None = None, max_text_chars: int = 100_000,
-           policy: Policy | None = None, source: str = "file") -> ReplayResult:
+           policy: Policy | None = None, source: str = "file", tokenizer_cfg: TokenizerConfig | None = None
+           ) -> ReplayResult:
     decoded = Decoded()
     for n, line in enumerate(lines, 1):
         line = line.rstrip(b"\r\n")
         if line.strip():
             decode_record(line, Source(source, 0, n), max_text_chars, decoded)
     engine = Engine(policy, loopback=True)
-    tokenizer = get_tokenizer()
+    t = tokenizer_cfg or TokenizerConfig()  # the worker's settings: the same tokens, the same findings
+    tokenizer = get_tokenizer(hmm=t.hmm, user_dict=t.user_dict, cache_size=t.cache_size, backend=t.backend)
     # Stable sort: events with equal ts keep their file order, so output is deterministic.
     events = sorted((e for e, _ in decoded.events), key=lambda e: e["ts"])
     findings: list[dict[str, Any]] = []

@@ -9,6 +9,7 @@ fi
 stamp=.venv/.qunguard-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e '.[dev,embedded]'
+  # jieba-fast (the `fast` extra) is built from source with the C compiler; without one, jieba alone.
+  .venv/bin/pip install -q -e '.[dev,embedded,fast]' || .venv/bin/pip install -q -e '.[dev,embedded]'
   touch "$stamp"
 fi

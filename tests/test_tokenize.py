@@ -14,3 +14,61 @@ def test_org_terms_stay_whole():
     assert "群卫士" not in t.tokens("请用群卫士检查")
     t.add_terms(["群卫士"])
     assert "群卫士" in t.tokens("请用群卫士检查")
+
+
+def _texts() -> list[str]:
+    """The simulator's traffic, every lexicon line (terms and their allowed contexts) and the test
+    corpora (policy sentences among them)."""
+    from pathlib import Path
+
+    from pipeline.devtools.simulate import Simulator
+
+    root = Path(__file__).resolve().parents[1]
+    texts = {e["text"] for e in Simulator(orgs=2, groups=40, members=12, seed=9).events(30_000)
+             if e["kind"] == "message" and e["text"]}
+    for path in [*(root / "pipeline/data/lexicon").glob("*.tsv"), *(root / "pipeline/data/lexicon").glob("*.txt"),
+                 *(root / "tests/data").glob("*.tsv")]:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line and not line.startswith("#"):
+                texts.update(part for part in line.split("\t") if part.strip())
+    return sorted(texts)
+
+
+def _score(t: Tokenizer, tokens: list[str]) -> float:
+    """jieba's log-probability of a cut (what its route maximises)."""
+    import math
+
+    j = t._jieba  # noqa: SLF001 -- the model's frequencies
+    return sum(math.log(j.FREQ.get(w) or 1) - math.log(j.total) for w in tokens)
+
+
+def test_jieba_fast_cuts_like_jieba_but_for_ties_of_the_model(tmp_path):
+    """Where the two backends cut differently, jieba's model scores both cuts alike: the C loop
+    breaks ties the other way. That is why `auto` stays jieba (text/tokenize.py)."""
+    texts = _texts()
+    assert len(texts) > 3000
+    user_dict = tmp_path / "org.dict"
+    user_dict.write_text("群卫士 10 n\n技术中心 20 n\n", encoding="utf-8")
+    slow = Tokenizer(user_dict=str(user_dict), cache_size=0, backend="jieba")
+    fast = Tokenizer(user_dict=str(user_dict), cache_size=0, backend="jieba_fast")
+    assert (slow.backend, fast.backend) == ("jieba", "jieba_fast")
+    assert "群卫士" in fast.tokens("请用群卫士检查") and "群卫士" in slow.tokens("请用群卫士检查")
+    differ = [t for t in texts if slow.tokens(t) != fast.tokens(t)]
+    assert len(differ) < len(texts) / 100, len(differ)
+    for text in differ:
+        for piece_slow, piece_fast in zip(_pieces(slow.tokens(text)), _pieces(fast.tokens(text)), strict=True):
+            if piece_slow != piece_fast:
+                assert "".join(piece_slow) == "".join(piece_fast), text
+                assert abs(_score(slow, piece_slow) - _score(slow, piece_fast)) < 1e-9, (text, piece_slow, piece_fast)
+    assert Tokenizer(cache_size=0).backend == "jieba"  # auto
+
+
+def _pieces(tokens: list[str]) -> list[list[str]]:
+    """Tokens in runs between punctuation and spaces (jieba cuts each run on its own)."""
+    out: list[list[str]] = [[]]
+    for tok in tokens:
+        if len(tok) == 1 and not tok.isalnum():
+            out.append([])
+        else:
+            out[-1].append(tok)
+    return out
