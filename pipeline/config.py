@@ -161,6 +161,9 @@ class NotifierConfig(_Section):
     retry_seconds: float = Field(600.0, gt=0)  # how long an alert is retried before it is a dead letter
     timeout_seconds: float = Field(10.0, gt=0)  # one request to a channel
     channels: dict[str, Channel] = Field(default_factory=dict)
+    metrics_listen: str = "127.0.0.1:9109"  # /metrics and /healthz of `qunguard notifier`; empty: not served
+
+    _metrics_listen = field_validator("metrics_listen")(classmethod(lambda cls, v: host_port(v) if v else v))
 
     @field_validator("channels", mode="before")
     @classmethod

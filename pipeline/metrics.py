@@ -50,7 +50,7 @@ class _Retries(Collector):
 class _Counts(Collector):
     """A process's own plain counters (a dict it keeps anyway), as Prometheus counters and gauges."""
 
-    def __init__(self, prefix: str, counts: Callable[[], Mapping[str, float]], gauges: Collection[str]) -> None:
+    def __init__(self, prefix: str, counts: Callable[[], Mapping[str, Any]], gauges: Collection[str]) -> None:
         self.prefix, self.counts, self.gauges = prefix, counts, gauges
 
     def collect(self) -> Iterable[CounterMetricFamily | GaugeMetricFamily]:
@@ -71,7 +71,7 @@ def _flat(counts: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, fl
             yield f"{prefix}{key}", value
 
 
-def counts_renderer(prefix: str, counts: Callable[[], Mapping[str, float]],
+def counts_renderer(prefix: str, counts: Callable[[], Mapping[str, Any]],
                     gauges: Collection[str] = ()) -> Callable[[], bytes]:
     """/metrics of a process that counts in a dict: `prefix_key_total` per counter, gauges as named."""
     registry = CollectorRegistry()

@@ -16,7 +16,7 @@ from pipeline.kafka import ensure_topics
 from pipeline.replay import replay
 from pipeline.sink.backends import connect
 from pipeline.sink.migrate import migrate
-from tests.conftest import REPORT, Worker, count, make_config, query, server_url, unique, wait_for
+from tests.conftest import REPORT, Worker, count, make_config, query, scrape, server_url, unique, wait_for
 from tests.robots import Mail, Robots, channels
 
 pytestmark = pytest.mark.slow
@@ -125,6 +125,14 @@ def test_a_channel_down_for_60_seconds_gets_everything_afterwards(tmp_path, kafk
     assert got == {a["alert_id"] for a in expected.alerts}
     retries = count(cfg, "SELECT count() FROM {db}.alert_deliveries WHERE status = 'retry'")
     assert retries > 0 and count(cfg, "SELECT count() FROM {db}.alert_deliveries WHERE status = 'dead'") == 0
+    # the notifier's /metrics (notifier.metrics_listen) count the attempts ClickHouse holds
+    def same_counts() -> bool:
+        m = scrape("http://127.0.0.1:9109/metrics")
+        return bool(m) and all(
+            m.get(f"qunguard_notifier_attempts_{status}_total", {}).get((), 0) == count(
+                cfg, f"SELECT count() FROM {{db}}.alert_deliveries WHERE status = '{status}'")
+            for status in ("sent", "retry"))
+    wait_for(same_counts, 30, "the notifier's counters as ClickHouse's")
     REPORT.append(f"alerts: webhook down 60 s: {len(got)} alerts delivered afterwards, {retries} retries recorded")
 
 

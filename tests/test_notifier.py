@@ -93,6 +93,7 @@ def test_every_channel_receives_its_alerts_signed_as_the_platform_checks(tmp_pat
     attempts = _attempts(notifier)
     sent = {(a, c) for a, c, status, _, _ in attempts if status == "sent"}
     assert sent == {(a["alert_id"], a["channel"]) for a in alerts}, [r for r in attempts if r[2] != "sent"]
+    assert notifier.attempts["sent"] == sum(status == "sent" for _, _, status, _, _ in attempts)  # its /metrics
     assert not robots.refused
     # the webhook and the mail carry the alert ids; the robots one message per delivery record
     assert {a["alert_id"] for r in robots.of("webhook") for a in r.body["alerts"]} == {

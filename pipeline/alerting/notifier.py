@@ -95,6 +95,7 @@ class Notifier:
         self.reported: set[str] = set()
         self.queued: set[str] = set()  # alert ids in an outbox
         self.stopping = False
+        self.attempts: dict[str, int] = {}  # status → attempts, for /metrics
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -135,6 +136,7 @@ class Notifier:
         attempt_id = f"{alert['alert_id']}:{p.attempts}:{int(a.at * 1000)}"
         self.rows.append((attempt_id, alert["alert_id"], alert["channel"], alert["org_id"], p.attempts,
                           int(a.at * 1000), a.status, a.error, latency, a.message_id))
+        self.attempts[a.status] = self.attempts.get(a.status, 0) + 1
         if a.status == "config_error" and alert["channel"] not in self.reported:
             self.reported.add(alert["channel"])
             log.error("channel %s: %s; its alerts are dead letters until the configuration is fixed",
@@ -240,6 +242,15 @@ async def _run(cfg: Config) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await asyncio.to_thread(notifier.refresh_names)
+    runner = None
+    if cfg.notifier.metrics_listen:
+        from pipeline.metrics import counts_renderer, serve
+
+        render = counts_renderer("qunguard_notifier", lambda: {
+            "attempts": dict(notifier.attempts), "queued": len(notifier.queued)}, gauges=("queued",))
+        runner = await serve(cfg.notifier.metrics_listen, render, lambda: (not stop.is_set(), {
+            "channels": sorted(notifier.outboxes), "queued": len(notifier.queued),
+            "misconfigured": sorted(notifier.reported)}), "notifier")
 
     async def read() -> None:
         while not stop.is_set():
@@ -325,6 +336,8 @@ async def _run(cfg: Config) -> int:
             e.set()
         await asyncio.wait(senders, timeout=STOP_SECONDS)
         await asyncio.wait_for(settler, timeout=STOP_SECONDS + 10)
+    if runner is not None:
+        await runner.cleanup()
     consumer.close()
     producer.close()
     backend.close()
