@@ -230,6 +230,7 @@ class DeliveryPath:
         per_table = {table: len(rows) for table, rows in unit.rows.items()}
         try:
             rows = await asyncio.to_thread(self.sink.write, unit.rows)
+            wrote = self.clock() - began  # ClickHouse's part, retries included
             await self.ports.save_state(unit.state)
             if unit.offsets:
                 await self.ports.commit(unit.offsets)
@@ -237,7 +238,7 @@ class DeliveryPath:
             self.fail(exc)
             raise
         if self.observer is not None:
-            self.observer.written(self.clock() - began, per_table)
+            self.observer.written(wrote, per_table)
         log.info("stored: records=%d rows=%d", unit.records, rows)
         if unit.offsets:
             try:
