@@ -266,7 +266,7 @@ def cmd_report(cfg: Config, args: argparse.Namespace) -> int:
     check_format(out)  # before ClickHouse is asked anything
     backend = connect(cfg.clickhouse.url)
     try:
-        report = build(backend, args.org, args.week)
+        report = build(backend, args.org, args.week, ZoneInfo(cfg.console.timezone))  # the console's calendar
     finally:
         backend.close()
     write(report, out)

@@ -89,6 +89,11 @@ def test_html_xlsx_and_csv_hold_the_same_tables(stored, tmp_path, capsys):
     with (tmp_path / "week.csv").open(encoding="utf-8-sig", newline="") as f:
         rows = list(csv.reader(f))
     assert [r[0] for r in rows if len(r) == 1] == [t.name for t in report.tables]
+    # the report's calendar is the console's (console.timezone): the same week in UTC starts 8 hours later
+    config.write_text(f"clickhouse: {{url: 'chdb:{db}'}}\nconsole: {{timezone: UTC}}\n", encoding="utf-8")
+    assert main(["--config", str(config), "report", "--org", "org1", "--week", WEEK,
+                 "--out", str(tmp_path / "utc.html")]) == 0
+    assert "(UTC)" in (tmp_path / "utc.html").read_text(encoding="utf-8") and "(CST)" in page
     assert main(["--config", str(config), "report", "--org", "org1", "--week", "2026-47",
                  "--out", str(tmp_path / "x.html")]) == 2
     assert "ISO week" in capsys.readouterr().err
