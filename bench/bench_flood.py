@@ -4,7 +4,7 @@ In one run, on the same messages (simulated chatter, repeats and bursts spread o
 interleaved the way a busy topic carries them):
   - bare `jieba.lcut` on every text: the tokenization every message pays anyway (the reference);
   - the flood detector through the Engine (flood.repeat and flood.rate, state in dicts, as replay
-    and the worker run it);
+    and the worker run it, with the worker's garbage-collector settings, processor.tune_gc);
   - memory: what the flood state of all groups holds (tracemalloc), per active group, and the size
     of one group's changelog record (its JSON), which is what a restart reads back.
 Last line: ratio=R, R = flood messages/s ÷ bare jieba messages/s (above 1: flood detection costs
@@ -29,6 +29,7 @@ from pipeline.detectors.flood import FloodDetector  # noqa: E402
 from pipeline.devtools.simulate import Simulator  # noqa: E402
 from pipeline.engine import Engine  # noqa: E402
 from pipeline.policy import Policy  # noqa: E402
+from pipeline.processor import tune_gc  # noqa: E402
 from schemas.records import validate_event  # noqa: E402
 
 T0 = 1_793_498_400_000 + 3_600_000
@@ -66,6 +67,7 @@ def main() -> None:
     args = ap.parse_args()
 
     events = messages(args.groups, args.messages, args.seed)
+    tune_gc()  # as the worker runs (agents/app.py)
     texts = [e["text"] for e in events]
     jieba.lcut("预热")
     sample = texts[:100_000]

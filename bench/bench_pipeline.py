@@ -33,7 +33,8 @@ from pipeline.devtools.produce import produce, wait_drained  # noqa: E402
 from pipeline.devtools.simulate import Simulator  # noqa: E402
 from pipeline.kafka import ensure_topics  # noqa: E402
 
-STORED = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\].*stored batch: records=(\d+) rows=(\d+)")
+# the delivery path's log line of each write (pipeline/delivery/path.py)
+STORED = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\].*stored: records=(\d+) rows=(\d+)")
 
 
 def pipeline_rate(log: Path, events_per_record: float) -> tuple[float, int]:
@@ -57,6 +58,8 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=200_000)
     ap.add_argument("--envelope", type=int, default=100)
     ap.add_argument("--seed", type=int, default=5)
+    ap.add_argument("--tokenizer", choices=("jieba", "jieba_fast"), default="jieba",
+                    help="the worker's tokenizer.backend (the reference stays bare jieba.lcut)")
     args = ap.parse_args()
 
     sim = Simulator(orgs=4, groups=400, members=15, seed=args.seed)
@@ -80,7 +83,8 @@ def main() -> None:
     try:
         cfg = load_config(env={"QG_KAFKA_URL": tansu.url, "QG_KAFKA_SESSION_TIMEOUT_SECONDS": "6",
                                "QG_CLICKHOUSE_URL": f"chdb:{home / 'chdb'}", "QG_WORKER_LOG_LEVEL": "info",
-                               "QG_WORKER_APP_ID": "qg-bench", "QG_WORKER_DATA_DIR": str(home / "worker")})
+                               "QG_WORKER_APP_ID": "qg-bench", "QG_WORKER_DATA_DIR": str(home / "worker"),
+                               "QG_TOKENIZER_BACKEND": args.tokenizer})
         ensure_topics(cfg)
         ends = produce(cfg, records, show_progress=False)
 
@@ -105,7 +109,7 @@ def main() -> None:
             worker.terminate()
             worker.wait(60)
         rate, batches = pipeline_rate(log, events / len(records))
-        print(f"pipeline (one worker, to chDB): {rate:,.0f} events/s ({batches} stored batches)")
+        print(f"pipeline (one worker, to chDB, {args.tokenizer}): {rate:,.0f} events/s ({batches} stored batches)")
     finally:
         tansu.stop()
     ceiling = min(faust_rate, jieba_rate)

@@ -532,6 +532,8 @@ class Policy:
         return settings
 
     def section_for(self, section: str, org_id: str, group_id: str) -> Any:
+        if org_id not in self._orgs[section] and group_id not in self._groups[section]:
+            return self.defaults[section]  # most groups: nothing to merge, nothing to remember
         key = (section, org_id, group_id)
         found = self._cache.get(key)
         if found is None:
