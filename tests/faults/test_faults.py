@@ -22,7 +22,7 @@ from pipeline.kafka import bootstrap, ensure_topics
 from pipeline.replay import replay
 from pipeline.sink.backends import connect
 from pipeline.sink.migrate import migrate
-from tests.conftest import REPORT, Worker, count, make_config, server_url, unique, wait_for
+from tests.conftest import REPORT, Worker, count, make_config, scrape, server_url, unique, wait_for
 
 
 def _setup(tmp_path: Path, kafka_url: str, clickhouse_url: str) -> Config:
@@ -156,6 +156,20 @@ def test_sigterm_while_busy_exits_within_seconds(tmp_path, kafka, clickhouse, wo
     REPORT.append(f"faults: SIGTERM on a busy worker exited in {took:.1f}s")
 
 
+def _health(port: int) -> tuple[int, dict] | None:
+    import json
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+    except OSError:
+        return None
+
+
 def test_clickhouse_down_for_45_seconds(tmp_path, kafka, workers):
     ch = devservices.start_clickhouse(tmp_path / "ch")
     port = int(ch.url.rsplit(":", 1)[1].split("/")[0])
@@ -166,7 +180,13 @@ def test_clickhouse_down_for_45_seconds(tmp_path, kafka, workers):
     producer, result = _produce_in_background(cfg, records, rate=1000)
     wait_for(lambda: _rows(cfg) > 2000, 120, "rows before the outage")
     ch.stop()
-    time.sleep(45)
+    began = time.monotonic()
+    # While it is down the worker is healthy (a restart would not help) and says what it meets
+    health = wait_for(lambda: (h := _health(9108)) and h[1].get("sink_retries", 0) > 0 and h, 40,
+                      "the worker's health to show the retries")
+    assert health[0] == 200 and health[1]["status"] == "ok", health
+    assert scrape("http://127.0.0.1:9108/metrics")["qunguard_sink_errors_total"][()] > 0
+    time.sleep(max(0.0, 45 - (time.monotonic() - began)))
     ch = devservices.start_clickhouse(tmp_path / "ch", port=port)
     try:
         producer.join()
