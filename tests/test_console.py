@@ -327,3 +327,19 @@ def test_the_weekly_report_downloads_from_the_console(console, stored):
     assert c.get(f"/report?week={week}%0A&format=csv").status_code == 400
     assert c.get(f"/report?week={week}&format=HTML").status_code == 400
     assert "style-src 'unsafe-inline'" in html.headers["Content-Security-Policy"], "the report's own styles"
+
+
+def test_guessing_passwords_is_refused_after_five_failures_for_fifteen_minutes(console):
+    c = console.client()
+
+    def attempt(name: str, password: str) -> int:
+        return c.post("/login", data={"name": name, "password": password,
+                                      "csrf": csrf(c.get("/login").text)}).status_code
+
+    assert [attempt("ann", f"guess{i}") for i in range(5)] == [401] * 5
+    r = c.post("/login", data={"name": "ann", "password": PASSWORD, "csrf": csrf(c.get("/login").text)})
+    assert r.status_code == 429 and int(r.headers["Retry-After"]) > 800  # even the right password
+    assert "too many failed sign-ins" in r.text
+    assert attempt("vic", PASSWORD) == 302  # another account is not locked by ann's guesser
+    console.now[0] += 901
+    assert attempt("ann", PASSWORD) == 302  # the window has passed

@@ -25,6 +25,7 @@ from pipeline import charts
 from pipeline.alerting.labels import LABELS, SEVERITY_LABELS
 from pipeline.config import ConfigError
 from pipeline.console import pages
+from pipeline.console.throttle import Throttle
 from pipeline.console.users import ROLES, User, Users
 from pipeline.console.verdicts import NotSent, SchemaError, Send, feedback
 from pipeline.sink.backends import Backend
@@ -123,13 +124,24 @@ def create_app(backend: Backend, users: Users, send: Send, tz: str = "Asia/Shang
         return pages.window(backend, g.user.org, _days(), zone, now_ms())
 
     # --- sign-in -----------------------------------------------------------------------------------
+    # 5 failures for one account, or 30 from one address (an office behind one NAT), in 15 minutes
+    by_name, by_addr = Throttle(clock, limit=5), Throttle(clock, limit=30)
+
     @app.route("/login", methods=["GET", "POST"])
     def login() -> Any:
         if request.method == "POST":
-            user = users.verify(request.form.get("name", ""), request.form.get("password", ""))
+            name, addr = request.form.get("name", ""), request.remote_addr or ""
+            wait = max(by_name.retry_after(name), by_addr.retry_after(addr))
+            if wait:
+                flash(f"too many failed sign-ins: try again in {(wait + 59) // 60} min")
+                return render_template("login.html"), 429, {"Retry-After": str(wait)}
+            user = users.verify(name, request.form.get("password", ""))
             if user is None:
+                by_name.failed(name)
+                by_addr.failed(addr)
                 flash("wrong name or password")
                 return render_template("login.html"), 401
+            by_name.succeeded(name)
             session.clear()  # a new session on sign-in: no fixation
             session.permanent = True
             session.update(user=user.name, org=user.org, role=user.role, stamp=users.stamp(user.name),
