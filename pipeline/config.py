@@ -188,8 +188,10 @@ class ConsoleConfig(_Section):
     users: str = ".qunguard/console-users.json"  # the users file (`qunguard console-user`)
     timezone: str = "Asia/Shanghai"  # the orgs' calendar: days, weeks and the heatmap's hours
     session_hours: float = Field(12.0, gt=0)  # a sign-in lasts this long
+    metrics_listen: str = "127.0.0.1:9110"  # /metrics of `qunguard console`, apart from its pages; empty: none
 
     _listen = field_validator("listen")(classmethod(lambda cls, v: host_port(v)))
+    _metrics_listen = field_validator("metrics_listen")(classmethod(lambda cls, v: host_port(v) if v else v))
 
     @field_validator("timezone")
     @classmethod

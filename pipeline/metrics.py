@@ -71,11 +71,18 @@ def _flat(counts: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, fl
             yield f"{prefix}{key}", value
 
 
-def counts_renderer(prefix: str, counts: Callable[[], Mapping[str, Any]],
-                    gauges: Collection[str] = ()) -> Callable[[], bytes]:
-    """/metrics of a process that counts in a dict: `prefix_key_total` per counter, gauges as named."""
+def counts_registry(prefix: str, counts: Callable[[], Mapping[str, Any]],
+                    gauges: Collection[str] = ()) -> CollectorRegistry:
+    """The registry of a process that counts in a dict: `prefix_key_total` per counter, gauges as named."""
     registry = CollectorRegistry()
     registry.register(_Counts(prefix, counts, gauges))
+    return registry
+
+
+def counts_renderer(prefix: str, counts: Callable[[], Mapping[str, Any]],
+                    gauges: Collection[str] = ()) -> Callable[[], bytes]:
+    """/metrics of such a process, as the text Prometheus reads."""
+    registry = counts_registry(prefix, counts, gauges)
     return lambda: generate_latest(registry)
 
 

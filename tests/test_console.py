@@ -343,3 +343,9 @@ def test_guessing_passwords_is_refused_after_five_failures_for_fifteen_minutes(c
     assert attempt("vic", PASSWORD) == 302  # another account is not locked by ann's guesser
     console.now[0] += 901
     assert attempt("ann", PASSWORD) == 302  # the window has passed
+    from pipeline.metrics import counts_renderer
+
+    text = counts_renderer("qunguard_console", lambda: console.app.extensions["qunguard_counts"])().decode()
+    for line in ("qunguard_console_sign_ins_failed_total 5.0", "qunguard_console_sign_ins_throttled_total 1.0",
+                 "qunguard_console_sign_ins_ok_total 2.0", "qunguard_console_requests_4xx_total 6.0"):
+        assert line in text, (line, text)

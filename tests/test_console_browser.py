@@ -24,7 +24,7 @@ from pipeline.replay import replay
 from pipeline.sink.backends import connect
 from pipeline.sink.migrate import migrate
 from schemas.records import finding_id
-from tests.conftest import REPORT, ROOT, Worker, count, make_config, query, server_url, unique, wait_for
+from tests.conftest import REPORT, ROOT, Worker, count, make_config, query, scrape, server_url, unique, wait_for
 
 pytestmark = pytest.mark.slow
 ARTIFACTS = ROOT / ".artifacts" / "console"
@@ -151,5 +151,9 @@ def test_a_reviewer_withdraws_a_finding_in_the_browser(tmp_path, kafka, clickhou
     browser.get(base + f"/findings/{wrong}")
     assert browser.find_element(By.TAG_NAME, "h1").text == "404" and "gambler" not in browser.page_source
     shot(browser, "6-other-org")
+    # the console's /metrics (console.metrics_listen, apart from its pages): both sign-ins, the one verdict
+    m = scrape("http://127.0.0.1:9110/metrics")
+    assert m["qunguard_console_sign_ins_ok_total"][()] == 2 and m["qunguard_console_verdicts_total"][()] == 1
+    assert m["qunguard_console_requests_2xx_total"][()] > 5
     REPORT.append(f"console: a false positive clicked in Chromium was applied in ClickHouse {applied:.1f} s later "
                   f"(Kafka → worker → ClickHouse); screenshots in {ARTIFACTS.relative_to(ROOT)}")

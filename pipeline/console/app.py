@@ -42,6 +42,15 @@ def create_app(backend: Backend, users: Users, send: Send, tz: str = "Asia/Shang
     app.config.update(SECRET_KEY=users.secret, SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Strict",
                       PERMANENT_SESSION_LIFETIME=timedelta(hours=session_hours), MAX_CONTENT_LENGTH=1 << 20)
     zone = ZoneInfo(tz)
+    # what /metrics shows (console.metrics_listen, pipeline/console/serve.py)
+    counts: dict[str, Any] = {"requests": {}, "sign_ins": {"ok": 0, "failed": 0, "throttled": 0}, "verdicts": 0}
+    app.extensions["qunguard_counts"] = counts
+
+    @app.after_request
+    def _count(response: Any) -> Any:
+        status = f"{response.status_code // 100}xx"
+        counts["requests"][status] = counts["requests"].get(status, 0) + 1
+        return response
 
     def now_ms() -> int:
         return int(clock() * 1000)
@@ -133,15 +142,18 @@ def create_app(backend: Backend, users: Users, send: Send, tz: str = "Asia/Shang
             name, addr = request.form.get("name", ""), request.remote_addr or ""
             wait = max(by_name.retry_after(name), by_addr.retry_after(addr))
             if wait:
+                counts["sign_ins"]["throttled"] += 1
                 flash(f"too many failed sign-ins: try again in {(wait + 59) // 60} min")
                 return render_template("login.html"), 429, {"Retry-After": str(wait)}
             user = users.verify(name, request.form.get("password", ""))
             if user is None:
+                counts["sign_ins"]["failed"] += 1
                 by_name.failed(name)
                 by_addr.failed(addr)
                 flash("wrong name or password")
                 return render_template("login.html"), 401
             by_name.succeeded(name)
+            counts["sign_ins"]["ok"] += 1
             session.clear()  # a new session on sign-in: no fixation
             session.permanent = True
             session.update(user=user.name, org=user.org, role=user.role, stamp=users.stamp(user.name),
@@ -217,6 +229,7 @@ def create_app(backend: Backend, users: Users, send: Send, tz: str = "Asia/Shang
         try:
             events = [feedback(g.user.org, fid, verdict, g.user.name, note, now_ms()) for fid in ids]
             send(events)
+            counts["verdicts"] += len(events)
         except SchemaError as exc:
             abort(400, str(exc))
         except NotSent as exc:

@@ -85,6 +85,19 @@ def serve(cfg: Config, listen: str | None = None) -> int:
                      session_hours=cfg.console.session_hours)
     server = create_server(app, host=host, port=int(port), threads=8)
     print(f"qunguard console on http://{host}:{server.effective_port}/ (users: {cfg.console.users})", flush=True)
+    if cfg.console.metrics_listen:  # apart from the pages: Prometheus scrapes it, staff never see it
+        from prometheus_client import start_http_server
+
+        from pipeline.metrics import counts_registry
+
+        counts = app.extensions["qunguard_counts"]
+        registry = counts_registry("qunguard_console", lambda: counts)
+        m_host, _, m_port = cfg.console.metrics_listen.rpartition(":")
+        try:
+            start_http_server(int(m_port), addr=m_host, registry=registry)
+        except OSError as exc:
+            print(f"qunguard console: metrics not served on {cfg.console.metrics_listen} ({exc.strerror})",
+                  file=sys.stderr, flush=True)
 
     def _stop(*_: Any) -> None:
         raise KeyboardInterrupt  # SIGTERM ends the console as Ctrl-C does: what it started is stopped
