@@ -372,8 +372,13 @@ def cmd_audit(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_demo(cfg: Config, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from pipeline.devtools.demo import run_demo
 
+    if args.onebot not in (None, "simulated") and not Path(args.onebot).is_file():
+        print(f"qunguard: demo --onebot: cannot read {args.onebot}", file=sys.stderr)
+        return 2
     run_demo(cfg, seconds=args.seconds, rate=args.rate, seed=args.seed, web=args.console, onebot=args.onebot)
     return 0
 
@@ -551,8 +556,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=7)
     s.add_argument("--console", action="store_true",
                    help="then serve the console over the demo's data until Ctrl-C (needs clickhouse-server)")
-    s.add_argument("--onebot", action="store_true",
-                   help="the traffic as QQ's OneBot v11 sends it, through `qunguard bridge onebot` (one org)")
+    s.add_argument("--onebot", nargs="?", const="simulated", metavar="CAPTURE",
+                   help="the traffic as QQ's OneBot v11 sends it, through `qunguard bridge onebot` (one org): "
+                        "the simulator's, or the frames of CAPTURE (JSON lines, as an implementation sent them)")
     s.set_defaults(fn=cmd_demo)
     return p
 

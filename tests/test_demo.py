@@ -125,3 +125,35 @@ def test_demo_runs_from_qq_traffic_through_the_onebot_bridge(tmp_path):
     db.close()
     assert len(platforms) == 1 and platforms[0][0] == "qq" and platforms[0][2] == 0, platforms
     assert "Traceback" not in r.stderr, r.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_demo_plays_a_capture_of_onebot_frames(tmp_path):
+    """`demo --onebot CAPTURE`: frames as an implementation sent them (the captured payloads, one a
+    line), through the bridge to ClickHouse; a line that is no frame is a dead letter."""
+    import json
+
+    payloads = ROOT / "tests/data/payloads"
+    frames = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(payloads.glob("onebot_*capture*.json"))]
+    frames += [json.loads((payloads / "onebot_group_message_napcat_doc.json").read_text(encoding="utf-8"))]
+    assert len(frames) >= 4 and all(f.get("post_type") in ("message", "notice") for f in frames)
+    capture = tmp_path / "capture.jsonl"
+    capture.write_text("\n".join([json.dumps(f, ensure_ascii=False) for f in frames] + ["{not a frame"]) + "\n",
+                       encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QG_")}
+    env["PYTHONPATH"] = str(ROOT)
+    missing = subprocess.run([sys.executable, "-m", "pipeline.cli", "demo", "--onebot", str(tmp_path / "nosuch")],
+                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 2 and "cannot read" in missing.stderr
+    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "demo", "--onebot", str(capture), "--seconds", "1"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:] + r.stdout[-3000:]
+    from pipeline.adapters.onebot import map_payload
+    from pipeline.sink.backends import connect
+
+    expected = {e["event_id"] for f in frames for e in map_payload(f, "org1")}
+    db = connect(f"chdb:{tmp_path / '.qunguard/chdb'}")
+    stored = {row[0] for row in db.query("SELECT event_id FROM qunguard.raw_events")}
+    dead = db.query("SELECT error FROM qunguard.deadletter")
+    db.close()
+    assert stored == expected and len(dead) == 1 and "invalid JSON" in dead[0][0], (stored, dead)

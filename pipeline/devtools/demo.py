@@ -39,7 +39,7 @@ DEMO_MARK = ".qunguard-demo"
 
 
 def run_demo(cfg: Config, seconds: float = 30.0, rate: float = 1500.0, seed: int = 7,
-             console: Console | None = None, web: bool = False, onebot: bool = False) -> dict[str, int]:
+             console: Console | None = None, web: bool = False, onebot: str | None = None) -> dict[str, int]:
     """The demo; with `web`, it then keeps the worker, the notifier and the services running and
     serves the console over the demo's data (on a ClickHouse server: chDB is one process at a time)
     until Ctrl-C."""
@@ -94,7 +94,7 @@ def run_demo(cfg: Config, seconds: float = 30.0, rate: float = 1500.0, seed: int
             bridge = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "bridge", "onebot", "--org", "org1"],
                                       env=config_env(cfg))
             services.append(Service("bridge", "", bridge, home, {}))
-            ends = play_onebot(cfg, sim, n, rate, console)
+            ends = play_onebot(cfg, sim, n, rate, console, None if onebot == "simulated" else Path(onebot))
         else:
             console.print(f"[bold]simulating[/] {n:,} events over ~{seconds:.0f}s into {cfg.topic('events')}")
             malformed = max(1, n // 1000)
@@ -134,7 +134,8 @@ def run_demo(cfg: Config, seconds: float = 30.0, rate: float = 1500.0, seed: int
 
 
 
-def play_onebot(cfg: Config, sim: Simulator, n: int, rate: float, console: Console) -> dict[int, int]:
+def play_onebot(cfg: Config, sim: Simulator, n: int, rate: float, console: Console,
+                capture: Path | None = None) -> dict[int, int]:
     """The simulator's traffic as a OneBot implementation sends it, over a reverse WebSocket to the
     bridge; the roster and group registrations (no OneBot form) produced directly, as their own
     feeds would be. Reviewers' simulated verdicts are left out: they name findings by the
@@ -149,12 +150,17 @@ def play_onebot(cfg: Config, sim: Simulator, n: int, rate: float, console: Conso
     from pipeline.devtools.simulate import Record
     from pipeline.kafka import bootstrap
 
-    frames, direct = [], []
-    for kind, item in to_onebot(sim.events(n)):
-        if kind == "frame":
-            frames.append(orjson.dumps(item))
-        elif item["kind"] != "feedback":
-            direct.append(Record((item.get("group_id") or item.get("user_id") or "").encode(), orjson.dumps(item), []))
+    frames: list[bytes] = []
+    direct: list[Record] = []
+    if capture is not None:  # as captured: each line one frame, sent as it is (a bad one is a dead letter)
+        frames = [line for line in capture.read_bytes().splitlines() if line.strip()]
+    else:
+        for kind, item in to_onebot(sim.events(n)):
+            if kind == "frame":
+                frames.append(orjson.dumps(item))
+            elif item["kind"] != "feedback":
+                direct.append(Record((item.get("group_id") or item.get("user_id") or "").encode(),
+                                     orjson.dumps(item), []))
     host, _, port = cfg.bridge.onebot_listen.rpartition(":")
     console.print(f"[bold]OneBot[/]: {len(frames):,} QQ events over a reverse WebSocket to "
                   f"ws://{host}:{port}/onebot/v11/ws; {len(direct):,} roster and group records produced directly")
