@@ -130,7 +130,9 @@ KINDS: dict[str, tuple[Field, ...]] = {
     # qunguard's own: a finding forwarded to its member's ladder (pipeline/review/).
     "strike": (
         Field("group_id", "str", required=True, nonempty=True),
-        Field("user_id", "str", required=True, nonempty=True),
+        # empty for a finding about the group itself (group.idle): its status lives in the ladder
+        # too, and it is nobody's strike (ladder.py issues no sanction for it)
+        Field("user_id", "str", required=True),
         Field("finding", "str", required=True),  # the finding's summary as JSON
     ),
 }

@@ -273,3 +273,31 @@ def test_replay_prints_the_final_state_and_all_of_it_with_all(tmp_path, capsys):
     # the warning the withdrawn finding caused stands; the insult is the only strike left
     assert sorted(final) == ["content.insult", "sanction.warn"]
     assert sorted(everything) == ["content.gambling", "content.insult", "sanction.warn"]
+
+
+def test_a_finding_about_the_group_itself_gets_its_status_and_sanctions_nobody():
+    """group.* findings name no member (user_id ""): their strike fact is valid input for the
+    ladder (in the stream it was a dead letter: the schema wanted a member), a verdict sets their
+    status, and no sanction is issued against an empty member."""
+    from pipeline.detectors import Context
+    from pipeline.review.ladder import LadderStage, strike_fact
+    from schemas.records import make_finding, validate_event
+
+    t0 = 1_790_000_000_000
+    # even where an org counts the group rules as strikes, there is no member to warn
+    ladder = LadderStage(Policy({"sanctions": {"rules": ["group.*"], "steps": [{"strikes": 1, "action": "warn"}]}}))
+    found, rows, state = [], [], None
+    for i in range(3):
+        finding = make_finding("group.idle", "medium", "o1", "g1", f"m{i}", "", t0 + i, {"idle_days": 95})
+        strike = validate_event(strike_fact(finding))  # what the worker checks before the ladder sees it
+        state = ladder.on_event(strike, state, Context(t0 + i)).state
+    verdict = {"kind": "verdict", "event_id": "vd-fb1", "org_id": "o1", "ts": t0 + 10, "finding_id":
+               finding["finding_id"], "verdict": "false_positive", "actor_id": "rev", "note": "", "feedback_id": "fb1"}
+    state = ladder.on_event(verdict, state, Context(t0 + 10)).state
+    out = ladder.tick("k", state, Context(t0 + 60_000))
+    found, rows = out.findings, out.rows
+    statuses = [r for t, r in rows if t == "finding_status"]
+    assert [(s["finding_id"], s["status"], s["user_id"]) for s in statuses] == [
+        (finding["finding_id"], "false_positive", "")]
+    assert not [f for f in found if f["rule"].startswith("sanction.")]
+    assert not [r for t, r in rows if t == "deadletter"]

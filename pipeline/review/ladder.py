@@ -181,6 +181,8 @@ class LadderStage:
 
     def _evaluate(self, state: dict[str, Any], m: dict[str, Any], now: int, out: Outcome) -> None:
         """Count the member's strikes in the window ending `now`; issue the step they reach."""
+        if not m["u"]:
+            return  # the group's own findings (group.*): their status is kept, no member is sanctioned
         cfg = self._cfg(state, m["g"])
         if not cfg.steps:
             return
