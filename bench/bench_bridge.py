@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.adapters.onebot import map_payload  # noqa: E402
 from pipeline.config import config_env, load_config  # noqa: E402
 from pipeline.devtools import devservices  # noqa: E402
-from pipeline.devtools.onebot_traffic import to_onebot  # noqa: E402
+from pipeline.devtools.onebot_traffic import to_onebot, until_stored  # noqa: E402
 from pipeline.devtools.simulate import Simulator  # noqa: E402
 from pipeline.kafka import ensure_topics  # noqa: E402
 
@@ -43,12 +43,7 @@ async def play(port: int, payloads: list[bytes]) -> float:
         ws = await http.ws_connect(f"http://127.0.0.1:{port}/onebot/v11/ws", max_msg_size=0)
         for p in payloads:
             await ws.send_bytes(p)
-        while True:  # every frame read by the bridge and acknowledged by Kafka
-            async with http.get(f"http://127.0.0.1:{port}/healthz") as r:
-                counts = await r.json()
-            if counts["received"] >= len(payloads) and not counts["unacknowledged"]:
-                break
-            await asyncio.sleep(0.01)
+        await until_stored(http, f"http://127.0.0.1:{port}", len(payloads), interval=0.01)
         elapsed = time.perf_counter() - began
         await ws.close()
         return elapsed

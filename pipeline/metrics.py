@@ -36,17 +36,6 @@ def reason_class(error: str) -> str:
     return error.split(": ", 1)[0][:48] or "unknown"
 
 
-class _Retries(Collector):
-    """A counter the sink keeps itself (ClickHouseSink.retries), read when scraped."""
-
-    def __init__(self, read: Callable[[], int]) -> None:
-        self.read = read
-
-    def collect(self) -> Iterable[CounterMetricFamily]:
-        yield CounterMetricFamily("qunguard_sink_errors", "ClickHouse calls of the sink that failed and were retried",
-                                  value=self.read())
-
-
 class _Counts(Collector):
     """A process's own plain counters (a dict it keeps anyway), as Prometheus counters and gauges."""
 
@@ -102,8 +91,8 @@ class WorkerMetrics:
                          ["topic", "partition"], registry=r)
         self.last_write = Gauge("qunguard_sink_last_write_timestamp_seconds",
                                 "When the last ClickHouse write ended (Unix time)", registry=r)
-        if sink_retries is not None:
-            r.register(_Retries(sink_retries))
+        if sink_retries is not None:  # the sink counts its retried ClickHouse calls itself
+            r.register(_Counts("qunguard_sink", lambda: {"errors": sink_retries()}, ()))
         self._lag_labels: set[tuple[str, str]] = set()
 
     def admitted(self, batch: Any, records: int) -> None:

@@ -24,7 +24,6 @@ import hmac
 import itertools
 import logging
 import signal
-from collections.abc import Callable
 from hashlib import sha1
 from typing import Any
 
@@ -56,7 +55,8 @@ class OneBotBridge:
         self.connections: dict[str, web.WebSocketResponse] = {}  # X-Self-ID → its reverse WebSocket
         self.group_bot: dict[str, str] = {}  # group → the bot account its traffic came through
         self.waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}  # echo → the answer to our action
-        self._render: Callable[[], bytes] | None = None  # /metrics (pipeline/metrics.py)
+        self._render = counts_renderer("qunguard_bridge", lambda: {  # /metrics (pipeline/metrics.py)
+            **self.counts, "connections": len(self.connections)}, gauges=("unacknowledged", "connections"))
         self._echo = itertools.count(1)
 
     def records(self, body: bytes) -> list[dict[str, Any]]:
@@ -212,9 +212,6 @@ class OneBotBridge:
         return web.json_response(self.counts)
 
     async def metrics(self, request: web.Request) -> web.Response:
-        if self._render is None:
-            self._render = counts_renderer("qunguard_bridge", lambda: {
-                **self.counts, "connections": len(self.connections)}, gauges=("unacknowledged", "connections"))
         return web.Response(body=self._render(), headers={"Content-Type": CONTENT_TYPE})
 
     def app(self) -> web.Application:

@@ -146,7 +146,7 @@ def play_onebot(cfg: Config, sim: Simulator, n: int, rate: float, console: Conso
     from kafka import KafkaConsumer, TopicPartition
 
     from pipeline.devtools.devservices import wait_port
-    from pipeline.devtools.onebot_traffic import to_onebot
+    from pipeline.devtools.onebot_traffic import to_onebot, until_stored
     from pipeline.devtools.simulate import Record
     from pipeline.kafka import bootstrap
 
@@ -178,12 +178,7 @@ def play_onebot(cfg: Config, sim: Simulator, n: int, rate: float, console: Conso
                 ahead = i / rate - (time.monotonic() - began) if rate > 0 else 0
                 if ahead > 0:
                     await asyncio.sleep(ahead)
-            while True:  # read by the bridge and acknowledged by Kafka
-                async with http.get(f"http://{host}:{port}/healthz") as r:
-                    counts = await r.json()
-                if counts["received"] >= len(frames) and not counts["unacknowledged"]:
-                    break
-                await asyncio.sleep(0.1)
+            await until_stored(http, f"http://{host}:{port}", len(frames))
             await ws.close()
 
     asyncio.run(play())

@@ -10,6 +10,7 @@ would be. OneBot's `time` is in seconds, so event times lose their milliseconds.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -100,3 +101,14 @@ def to_onebot(events: Iterable[dict[str, Any]]) -> Iterator[tuple[str, dict[str,
                 if out.get(key):
                     out[key] = str(numbers(out[key]))
             yield "direct", out
+
+
+async def until_stored(http: Any, base: str, sent: int, interval: float = 0.1) -> None:
+    """Wait until the bridge at `base` has read `sent` frames and Kafka has acknowledged all their
+    events (its /healthz: `received`, `unacknowledged`); `http` is an aiohttp ClientSession."""
+    while True:
+        async with http.get(f"{base}/healthz") as r:
+            counts = await r.json()
+        if counts["received"] >= sent and not counts["unacknowledged"]:
+            return
+        await asyncio.sleep(interval)
