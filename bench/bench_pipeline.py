@@ -34,23 +34,28 @@ from pipeline.devtools.simulate import Simulator  # noqa: E402
 from pipeline.kafka import ensure_topics  # noqa: E402
 
 # the delivery path's log line of each write (pipeline/delivery/path.py)
-STORED = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\].*stored: records=(\d+) rows=(\d+)")
+STORED = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\].*stored: records=\d+ rows=\d+ events=(\d+)")
 
 
-def pipeline_rate(log: Path, events_per_record: float) -> tuple[float, int]:
+def pipeline_rate(log: Path) -> tuple[float, int]:
+    """Events stored per second, from the worker's own log: each write names the producers'
+    events it stored (records would be wrong: envelopes hold 1 to --envelope events, and the
+    worker's own forwarded facts are records too)."""
     stamps = []
     for line in log.read_text(errors="replace").splitlines():
         m = STORED.match(line)
         if m:
             t = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
             stamps.append((t, int(m.group(2))))
+    while stamps and stamps[-1][1] == 0:
+        stamps.pop()  # writes after the last event's: forwarded facts the wait did not cover
     if len(stamps) < 3:
         raise SystemExit(f"too few stored batches in {log} to measure; use more --events")
     # From the end of the first batch to the end of the last: start-up and the broker's group
     # delay are outside the window.
-    records = sum(n for _, n in stamps[1:])
+    stored = sum(n for _, n in stamps[1:])
     seconds = stamps[-1][0] - stamps[0][0]
-    return records * events_per_record / seconds, len(stamps)
+    return stored / seconds, len(stamps)
 
 
 def main() -> None:
@@ -108,7 +113,7 @@ def main() -> None:
         finally:
             worker.terminate()
             worker.wait(60)
-        rate, batches = pipeline_rate(log, events / len(records))
+        rate, batches = pipeline_rate(log)
         print(f"pipeline (one worker, to chDB, {args.tokenizer}): {rate:,.0f} events/s ({batches} stored batches)")
     finally:
         tansu.stop()

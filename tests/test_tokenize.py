@@ -72,3 +72,26 @@ def _pieces(tokens: list[str]) -> list[list[str]]:
         else:
             out[-1].append(tok)
     return out
+
+
+def test_run_by_run_cut_is_jiebas_cut_exactly():
+    """The tokenizer cuts run by run and remembers each run's cut (text/tokenize.py): the tokens
+    must be `jieba.lcut`'s, spaces dropped, with and without HMM, on every text we have, also when
+    the runs come from the cache (second pass) and after org terms changed the dictionary."""
+    import unicodedata
+
+    import jieba
+
+    texts = _texts() + ["a\r\nb  c\t１２３", "——《通知》：请于 9:30 到会！！", "VIP客户 vip-2024 #3 50% a.b_c"]
+    for hmm in (False, True):
+        ref = jieba.Tokenizer()
+        t = Tokenizer(hmm=hmm, cache_size=100_000)
+        for _ in range(2):
+            for text in texts:
+                want = [w for w in ref.lcut(unicodedata.normalize("NFKC", text), HMM=hmm) if not w.isspace()]
+                assert t.tokens(text) == want, text
+        assert "刚才说" not in t.tokens("好，刚才说的")  # the run's cut is cached now
+        ref.add_word("刚才说")
+        t.add_terms(["刚才说"])
+        for text in ("刚才说的", "大家刚才说的事"):
+            assert "刚才说" in t.tokens(text) and t.tokens(text) == ref.lcut(text, HMM=hmm)

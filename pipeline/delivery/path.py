@@ -239,7 +239,8 @@ class DeliveryPath:
             raise
         if self.observer is not None:
             self.observer.written(wrote, per_table)
-        log.info("stored: records=%d rows=%d", unit.records, rows)
+        # events: the producers' events among them (one raw_events row each), what throughput counts
+        log.info("stored: records=%d rows=%d events=%d", unit.records, rows, per_table.get("raw_events", 0))
         if unit.offsets:
             try:
                 await self.ports.progress(unit.offsets, unit.times)
