@@ -16,10 +16,12 @@ This module does not import Faust: it is handed the table (agents/app.py is the 
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, MutableMapping
+from collections.abc import Awaitable, Callable, Collection, Iterator, MutableMapping
 from typing import Any
 
 import orjson
+
+Send = Callable[[str, bytes, bytes | None, int | None], Awaitable[None]]  # topic, key, value, partition
 
 
 class TableStore(MutableMapping[str, Any]):
@@ -57,15 +59,20 @@ class TableStore(MutableMapping[str, Any]):
             out[key] = (had, None) if value is None else (_partition(value), orjson.dumps(value))
         return out
 
-    async def save(self, keys: dict[str, tuple[int | None, bytes | None]]) -> None:
-        """Send one changelog record per key (a deleted key: a tombstone to the partition it had).
+    async def save(self, keys: dict[str, tuple[int | None, bytes | None]], send: Send) -> None:
+        """Send one changelog record per key (a deleted key: a tombstone to the partition it had)
+        through `send(topic, key, value, partition)`, which hands it to the producer.
 
-        Sent straight to the producer, not through Faust's `send_soon` buffer: when that buffer runs
+        Straight to the producer, not through Faust's `send_soon` buffer: when that buffer runs
         over, Faust throttles the consumer, and under load we saw records delivered twice and offset
         commits stall (a duplicate in the consumer's acked list) — measured in tests/test_e2e.py."""
         topic = self.table.changelog_topic
+        name = topic.get_topic_name()
         for key, (partition, value) in keys.items():
-            await topic.send(key=key, value=value, partition=partition, value_serializer="raw")
+            # the key as Faust writes it (its tables' changelog keys are JSON: "g1\u001fu1"),
+            # so that recovery reads it and compaction meets the records of earlier releases
+            raw, _ = topic.prepare_key(key, None)
+            await send(name, raw, value, partition)
 
     def keep_only(self, partitions: Collection[int]) -> int:
         """Forget (locally, no changelog) keys of partitions this worker no longer owns."""

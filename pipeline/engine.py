@@ -66,23 +66,30 @@ class Engine:
         # live entry of each key (a heap entry that differs from it is stale and skipped).
         self._heaps: dict[tuple[int | None, int], list[tuple[int, str]]] = {}
         self._due: list[dict[str, int]] = [{} for _ in self.detectors]
+        self._readers: dict[str, list[tuple[int, Detector]]] = {}  # per event kind, the detectors reading it
 
     # --- events -------------------------------------------------------------------------------
 
     def process(self, event: dict[str, Any], tokens: list[str], at: Position | None = None) -> Outcome:
         """Every detector that reads this event's kind; `at` is its position (None in replay)."""
-        self.watermark = max(self.watermark, event["ts"])
+        ts = event["ts"]
+        if ts > self.watermark:
+            self.watermark = ts
         result = Outcome()
-        ctx = Context(event["ts"], tokens)
+        ctx = Context(ts, tokens)
         kind = event["kind"]
-        for i, det in enumerate(self.detectors):
-            if kind not in det.kinds:
-                continue
+        readers = self._readers.get(kind)
+        if readers is None:
+            readers = self._readers[kind] = [(i, d) for i, d in enumerate(self.detectors) if kind in d.kinds]
+        position = list(at) if at is not None else None  # one list for every envelope this event writes
+        partition = at[0] if at is not None else None
+        stores = self.stores
+        for i, det in readers:
             key = det.state_key(event)
             if key is None:
                 _merge(result, det.on_event(event, None, ctx))
                 continue
-            store = self.stores[det.name]
+            store = stores[det.name]
             env = store.get(key)
             if at is not None and env is not None and _applied(env["at"], at):
                 continue  # a record re-read after a restart: already in this state, and stored
@@ -94,8 +101,13 @@ class Engine:
                 if env is not None:
                     del store[key]
                 continue
-            store[key] = {"v": det.state_version, "s": new, "at": list(at) if at is not None else None}
-            self._schedule(i, key, at[0] if at is not None else None, det.due(key, new))
+            if env is not None and env.get("v") == det.state_version:
+                # the envelope updated in place (the store's snapshot serialises it, nothing keeps it)
+                env["s"], env["at"] = new, position
+                store[key] = env
+            else:
+                store[key] = {"v": det.state_version, "s": new, "at": position}
+            self._schedule(i, key, partition, det.due(key, new))
         self._route(result)
         self._loop_back(result)
         return result

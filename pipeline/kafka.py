@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from functools import lru_cache
 from typing import Any
 
 from pipeline.config import Config
@@ -52,6 +53,15 @@ def ensure_topics(cfg: Config, timeout: float = 10.0) -> None:
                 pass
     finally:
         admin.close()
+
+
+@lru_cache(maxsize=100_000)
+def key_partition(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner gives a key (murmur2, the Java client's and every
+    Python client's): where a producer's records with that key go."""
+    from kafka.partitioner.default import murmur2
+
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 def producer(cfg: Config):

@@ -17,6 +17,7 @@ import pytest
 from agents.stores import TableStore
 from pipeline.config import load_config
 from pipeline.delivery.clock import EventClock
+from pipeline.delivery.forward import envelopes
 from pipeline.delivery.order import GIVE_UP_SEEKS, SEEK_AGAIN_SECONDS, OrderGate
 from pipeline.delivery.path import DeliveryPath, Record, StateSnapshot
 from pipeline.delivery.settled import EARLIEST, Progress, settled, stage_bounds
@@ -27,7 +28,6 @@ from pipeline.replay import replay
 from pipeline.sink.backends import connect
 from pipeline.sink.migrate import migrate
 from pipeline.sink.writer import ClickHouseSink
-from schemas.records import event_key
 
 TOPIC = "t.events"
 PARTS = 3
@@ -157,9 +157,9 @@ class FakePorts:
         self.kafka.published["findings"] += batch.findings
         self.kafka.published["dead"] += batch.dead
         self.kafka.published["alerts"] += batch.alerts
-        for ev in batch.forward:
-            key = event_key(ev)
-            self.kafka.append(key.encode(), orjson.dumps(ev), internal=True)
+        # as the worker sends them: one envelope per partition (small, so that some split)
+        for partition, _, value in envelopes(batch.forward, lambda key: zlib.crc32(key) % PARTS, 2_000):
+            self.kafka.log[partition].append((value, True))
 
     def snapshot_state(self) -> StateSnapshot:
         return {n: snap for n, s in self.stores.items() if (snap := s.snapshot())}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 
 import faust
+import orjson
 from faust.transport.consumer import Consumer
 
 from agents.app import QunguardApp, _forwarded
@@ -54,3 +55,35 @@ def test_tables_expose_their_local_data_and_changelog(tmp_path):
 def test_forward_header_in_either_form_faust_hands_over():
     assert _forwarded([("qg-origin", b"forward")]) and _forwarded({"qg-origin": b"forward"})
     assert not _forwarded(None) and not _forwarded([("other", b"x")])
+
+
+def test_the_producer_send_the_ports_call_takes_topic_key_value_partition_timestamp_headers():
+    from faust.transport.drivers.aiokafka import Producer
+
+    params = list(inspect.signature(Producer.send).parameters)
+    assert params[:7] == ["self", "topic", "key", "value", "partition", "timestamp", "headers"]
+    assert inspect.iscoroutinefunction(Producer.send)
+
+
+def test_changelog_keys_are_written_as_faust_writes_them(tmp_path):
+    """TableStore sends changelog records itself; their keys must be the bytes Faust's own table
+    writes and its recovery reads (JSON), or a restart recovers nothing."""
+    import asyncio
+
+    from agents.stores import TableStore
+
+    app = faust.App("adapter-keys", broker="kafka://127.0.0.1:1", datadir=str(tmp_path), web_enabled=False,
+                    key_serializer="raw", value_serializer="raw")
+    table = app.Table("state-k", partitions=4)
+    store = TableStore(table)
+    store["g1\x1f张三"] = {"v": 1, "s": {}, "at": [2, 5, 0]}
+    sent: list[tuple] = []
+
+    async def send(topic, key, value, partition):
+        sent.append((topic, key, value, partition))
+
+    asyncio.run(store.save(store.snapshot(), send))
+    [(topic, key, _, partition)] = sent
+    assert topic == table.changelog_topic.get_topic_name() and partition == 2
+    assert key == table.changelog_topic.prepare_key("g1\x1f张三", None)[0]
+    assert table.changelog_topic.key_serializer == "json" and orjson.loads(key) == "g1\x1f张三"
