@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline.config import config_env, load_config  # noqa: E402
-from pipeline.devtools.devservices import start_tansu  # noqa: E402
+from pipeline.devtools.devservices import start_clickhouse, start_tansu  # noqa: E402
 from pipeline.devtools.produce import produce, wait_drained  # noqa: E402
 from pipeline.devtools.simulate import Simulator  # noqa: E402
 from pipeline.kafka import ensure_topics  # noqa: E402
@@ -37,10 +37,7 @@ from pipeline.kafka import ensure_topics  # noqa: E402
 STORED = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\].*stored: records=\d+ rows=\d+ events=(\d+)")
 
 
-def pipeline_rate(log: Path) -> tuple[float, int]:
-    """Events stored per second, from the worker's own log: each write names the producers'
-    events it stored (records would be wrong: envelopes hold 1 to --envelope events, and the
-    worker's own forwarded facts are records too)."""
+def _stamps(log: Path) -> list[tuple[float, int]]:
     stamps = []
     for line in log.read_text(errors="replace").splitlines():
         m = STORED.match(line)
@@ -49,13 +46,21 @@ def pipeline_rate(log: Path) -> tuple[float, int]:
             stamps.append((t, int(m.group(2))))
     while stamps and stamps[-1][1] == 0:
         stamps.pop()  # writes after the last event's: forwarded facts the wait did not cover
-    if len(stamps) < 3:
-        raise SystemExit(f"too few stored batches in {log} to measure; use more --events")
-    # From the end of the first batch to the end of the last: start-up and the broker's group
-    # delay are outside the window.
-    stored = sum(n for _, n in stamps[1:])
-    seconds = stamps[-1][0] - stamps[0][0]
-    return stored / seconds, len(stamps)
+    return stamps
+
+
+def pipeline_rate(logs: list[Path]) -> tuple[float, int]:
+    """Events stored per second, from the workers' own logs: each write names the producers'
+    events it stored (records would be wrong: envelopes hold 1 to --envelope events, and the
+    worker's own forwarded facts are records too). From the end of the first write to the end of
+    the last (start-up and the broker's group delay are outside the window); with several
+    workers, from the earliest first write to the latest last, each one's first write left out."""
+    runs = [_stamps(log) for log in logs]
+    if any(len(r) < 3 for r in runs):
+        raise SystemExit(f"too few stored batches in {logs} to measure; use more --events")
+    stored = sum(n for r in runs for _, n in r[1:])
+    seconds = max(r[-1][0] for r in runs) - min(r[0][0] for r in runs)
+    return stored / seconds, sum(len(r) for r in runs)
 
 
 def main() -> None:
@@ -65,7 +70,13 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=5)
     ap.add_argument("--tokenizer", choices=("jieba", "jieba_fast"), default="jieba",
                     help="the worker's tokenizer.backend (the reference stays bare jieba.lcut)")
+    ap.add_argument("--workers", type=int, default=1, help="worker processes (more than one needs --server)")
+    ap.add_argument("--server", action="store_true",
+                    help="store into a ClickHouse server started here (Debian's) instead of chDB, which "
+                         "one process holds")
     args = ap.parse_args()
+    if args.workers > 1 and not args.server:
+        raise SystemExit("--workers above 1 needs --server: chDB's directory belongs to one process")
 
     sim = Simulator(orgs=4, groups=400, members=15, seed=args.seed)
     records = list(sim.records(args.events, envelope=args.envelope))
@@ -85,9 +96,11 @@ def main() -> None:
 
     home = Path(tempfile.mkdtemp(prefix="qg-bench-"))
     tansu = start_tansu(home / "tansu")
+    server = start_clickhouse(home / "clickhouse") if args.server else None
     try:
+        store = server.url if server else f"chdb:{home / 'chdb'}"
         cfg = load_config(env={"QG_KAFKA_URL": tansu.url, "QG_KAFKA_SESSION_TIMEOUT_SECONDS": "6",
-                               "QG_CLICKHOUSE_URL": f"chdb:{home / 'chdb'}", "QG_WORKER_LOG_LEVEL": "info",
+                               "QG_CLICKHOUSE_URL": store, "QG_WORKER_LOG_LEVEL": "info",
                                "QG_WORKER_APP_ID": "qg-bench", "QG_WORKER_DATA_DIR": str(home / "worker"),
                                "QG_TOKENIZER_BACKEND": args.tokenizer})
         ensure_topics(cfg)
@@ -104,19 +117,25 @@ def main() -> None:
         print(f"bare Faust decode: {len(records) / float(m.group(2)):,.0f} records/s = {faust_rate:,.0f} events/s")
 
         # 3. the pipeline
-        log = home / "worker.log"
-        worker = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker"], env=config_env(cfg),
-                                  cwd=ROOT, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+        logs = [home / f"worker{i}.log" for i in range(args.workers)]
+        workers = [subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker"], env=config_env(cfg), cwd=ROOT,
+                                    stdout=open(log, "wb"), stderr=subprocess.STDOUT) for log in logs]
         try:
-            if not wait_drained(cfg, ends, timeout=900, alive=lambda: worker.poll() is None):
-                raise SystemExit(f"worker did not finish:\n{log.read_text()[-3000:]}")
+            if not wait_drained(cfg, ends, timeout=900, alive=lambda: all(w.poll() is None for w in workers)):
+                raise SystemExit(f"workers did not finish:\n{logs[0].read_text()[-3000:]}")
         finally:
-            worker.terminate()
-            worker.wait(60)
-        rate, batches = pipeline_rate(log)
-        print(f"pipeline (one worker, to chDB, {args.tokenizer}): {rate:,.0f} events/s ({batches} stored batches)")
+            for w in workers:
+                w.terminate()
+            for w in workers:
+                w.wait(60)
+        rate, batches = pipeline_rate(logs)
+        where = "a ClickHouse server" if server else "chDB"
+        print(f"pipeline ({args.workers} worker{'s' if args.workers > 1 else ''}, to {where}, {args.tokenizer}): "
+              f"{rate:,.0f} events/s ({batches} stored batches)")
     finally:
         tansu.stop()
+        if server:
+            server.stop()
     ceiling = min(faust_rate, jieba_rate)
     print(f"ratio={rate / ceiling:.2f}")
 
