@@ -17,6 +17,7 @@ import faulthandler
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Collection
@@ -338,8 +339,19 @@ def run_worker(cfg: Config) -> int:
     # `kill -USR1 <pid>` prints every thread's stack to the log: how to see what a stuck worker waits on.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     worker = faust.Worker(app, loglevel=cfg.worker.log_level.upper(), quiet=True)
-    worker.execute_from_commandline()
-    return 0
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:  # Faust's way out, also after a clean stop
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    else:
+        code = 0
+    # Stopped: what was taken is stored and committed (before_stop). Leave without the C++ exit
+    # handlers: chDB's can deadlock on a mutex at exit (seen in bench/bench_pipeline.py: a worker
+    # alive a minute after "Closing event loop", gdb in __run_exit_handlers → chDB).
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _forwarded(headers: Any) -> bool:

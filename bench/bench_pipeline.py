@@ -81,7 +81,8 @@ def main() -> None:
     sim = Simulator(orgs=4, groups=400, members=15, seed=args.seed)
     records = list(sim.records(args.events, envelope=args.envelope))
     events = sum(len(r.valid_ids) for r in records)
-    texts = [e["text"] for r in records for e in orjson.loads(r.value) if e.get("kind") == "message"]
+    decoded = (orjson.loads(r.value) for r in records)
+    texts = [e["text"] for d in decoded for e in (d if isinstance(d, list) else [d]) if e.get("kind") == "message"]
     print(f"data: {events:,} events in {len(records):,} records (envelopes of {args.envelope}), "
           f"{len(texts):,} message texts, {len(set(texts)) / len(texts):.0%} distinct")
 
@@ -118,11 +119,13 @@ def main() -> None:
 
         # 3. the pipeline
         logs = [home / f"worker{i}.log" for i in range(args.workers)]
-        workers = [subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker"], env=config_env(cfg), cwd=ROOT,
+        env = {**config_env(cfg), "QG_WORKER_METRICS_LISTEN": ""}  # one port would refuse the second worker
+        workers = [subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker"], env=env, cwd=ROOT,
                                     stdout=open(log, "wb"), stderr=subprocess.STDOUT) for log in logs]
         try:
             if not wait_drained(cfg, ends, timeout=900, alive=lambda: all(w.poll() is None for w in workers)):
-                raise SystemExit(f"workers did not finish:\n{logs[0].read_text()[-3000:]}")
+                tails = "\n".join(log.read_text()[-2000:] for log in logs)
+                raise SystemExit(f"workers did not finish:\n{tails}")
         finally:
             for w in workers:
                 w.terminate()
