@@ -112,11 +112,12 @@ class FloodDetector:
     def due(self, key: str, state: Any) -> int | None:
         """The first sender to fall quiet past the window, or the whole group past every window."""
         cfg = self.policy.flood_for(state["org"], key)
-        due = state["last"] + cfg.horizon_ms + 1
         keep = (cfg.rate_window_seconds + cfg.late_seconds) * 1000
-        for st in state["senders"].values():
-            if st["t"]:
-                due = min(due, st["t"][-1][0] + keep + 1)
+        # every message asks this: the senders' latest posts in one pass, without a call per sender
+        latest = [t[-1][0] for st in state["senders"].values() if (t := st["t"])]
+        due = state["last"] + cfg.horizon_ms + 1
+        if latest:
+            due = min(due, min(latest) + keep + 1)
         return int(due)
 
     # --- flood.repeat -------------------------------------------------------------------------
