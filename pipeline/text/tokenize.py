@@ -92,7 +92,7 @@ class Tokenizer:
                     words = tuple(self._cut_block(blk))
                     if self._block_size:
                         if len(blocks) >= self._block_size:
-                            blocks.pop(next(iter(blocks)))  # oldest first: dicts keep insertion order
+                            blocks.pop(next(iter(blocks)), None)  # oldest first: dicts keep insertion order
                         blocks[blk] = words
                 out.extend(words)
             else:  # punctuation and spaces: jieba yields them one character at a time
