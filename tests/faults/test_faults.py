@@ -54,6 +54,9 @@ def _landed(cfg: Config, expected, dead: int, timeout: float = 120) -> dict:
     try:
         wait_for(lambda: count(cfg, "SELECT uniqExact(finding_id) FROM {db}.findings") >= len(expected.findings),
                  timeout, "the findings (timers included)")
+        # verdicts come after their findings (a forward to the ladder, then its tick): wait for them too
+        wait_for(lambda: count(cfg, "SELECT count() FROM {db}.finding_status")
+                 >= sum(map(len, expected.statuses.values())), timeout, "the review history")
     except AssertionError:
         pass  # the comparison below says which differ
     backend = connect(cfg.clickhouse.url)
