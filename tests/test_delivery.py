@@ -125,8 +125,12 @@ class FakeKafka:
         self.changelog: dict[str, dict[str, bytes | None]] = {}
         self.published: dict[str, list[dict]] = {"findings": [], "dead": [], "alerts": []}
 
+    @staticmethod
+    def partition(key: bytes) -> int:
+        return zlib.crc32(key) % PARTS
+
     def append(self, key: bytes, value: bytes, internal: bool = False) -> None:
-        self.log[zlib.crc32(key) % PARTS].append((value, internal))
+        self.log[self.partition(key)].append((value, internal))
 
 
 class FakeTable:
@@ -158,7 +162,7 @@ class FakePorts:
         self.kafka.published["dead"] += batch.dead
         self.kafka.published["alerts"] += batch.alerts
         # as the worker sends them: one envelope per partition (small, so that some split)
-        for partition, _, value in envelopes(batch.forward, lambda key: zlib.crc32(key) % PARTS, 2_000):
+        for partition, _, value in envelopes(batch.forward, self.kafka.partition, 2_000):
             self.kafka.log[partition].append((value, True))
 
     def snapshot_state(self) -> StateSnapshot:

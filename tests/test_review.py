@@ -286,7 +286,7 @@ def test_a_finding_about_the_group_itself_gets_its_status_and_sanctions_nobody()
     t0 = 1_790_000_000_000
     # even where an org counts the group rules as strikes, there is no member to warn
     ladder = LadderStage(Policy({"sanctions": {"rules": ["group.*"], "steps": [{"strikes": 1, "action": "warn"}]}}))
-    found, rows, state = [], [], None
+    state = None
     for i in range(3):
         finding = make_finding("group.idle", "medium", "o1", "g1", f"m{i}", "", t0 + i, {"idle_days": 95})
         strike = validate_event(strike_fact(finding))  # what the worker checks before the ladder sees it
