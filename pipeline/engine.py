@@ -198,18 +198,23 @@ class Engine:
                 if env is None:
                     continue
                 n = ticked[(i, key)] = ticked.get((i, key), 0) + 1
+                state = self._state(det, key, env)
+                if state is None:  # of a version this build cannot read (logged)
+                    del store[key]
+                    continue
                 try:
-                    out = det.tick(key, self._state(det, key, env), ctx)
+                    out = det.tick(key, state, ctx)
                 except Exception:  # one key's bug must not stop every timer (nor crash-loop the worker)
                     log.exception("%s: tick of %s failed; it waits for its next event", det.name, key)
                     continue
                 _merge(result, out)
-                if out.state is None:
+                new = state if out.state is KEEP else out.state
+                if new is None:
                     del store[key]
                     continue
-                if out.state is not KEEP:
-                    env = store[key] = {**env, "v": det.state_version, "s": out.state}
-                nxt = det.due(key, env["s"])
+                if out.state is not KEEP or env.get("v") != det.state_version:
+                    env = store[key] = {**env, "v": det.state_version, "s": new}
+                nxt = det.due(key, new)
                 if nxt is not None and nxt <= until and (out.state is KEEP or n >= TICKS_PER_KEY):
                     log.warning("%s: %s is due again at once with nothing done; waiting for its next event",
                                 det.name, key)

@@ -7,6 +7,7 @@ import itertools
 import pytest
 
 from pipeline.config import ConfigError
+from pipeline.detectors import flood
 from pipeline.engine import Engine
 from pipeline.policy import Policy
 from schemas.records import validate_event
@@ -195,7 +196,7 @@ def test_state_is_bounded_and_released_when_the_group_goes_quiet():
     for i in range(500):  # a bot flooding the group
         engine.process(msg("顶" if i % 2 else f"刷{i}", i * 0.1), [])
     state = engine.stores["flood"]["g"]["s"]
-    assert len(state["tail"]) <= 64 and len(state["senders"]["u1"]["t"]) <= 22
+    assert len(state[flood.TAIL]) <= 4 * 64 and len(state[flood.SENDERS]["u1"]) <= 1 + 2 * 22
     assert engine.tick(T0 + 60_000).findings == [] and "g" in engine.stores["flood"]
     engine.tick(T0 + 3_600_000)
     assert "g" not in engine.stores["flood"]
@@ -242,3 +243,86 @@ def test_where_the_tail_is_folded_changes_nothing_found():
     a = [(f["msg_id"], f["evidence"].get("interleaved_with")) for f in floods(events, quick)]
     b = [(f["msg_id"], f["evidence"].get("interleaved_with")) for f in floods(events, keep)]
     assert a == b and len(a) > 10 and any(alt for _, alt in a)
+
+
+def test_the_in_order_step_finds_what_a_walk_of_the_whole_tail_finds():
+    """A message in order steps the run at the end of the tail; a late one (and a changed policy)
+    walks the tail again. Over random traffic with late arrivals, stickers, notices, timers and a
+    policy change half way, both give the same findings as walking the whole tail every time."""
+    import random
+
+    lines = ["顶", "加群领红包", "好的", "。", "收到", "[强]", "加微信领福利qg881号", "加微信领福利qg882号",
+             "请大家收到回复", ""]
+    policies = [Policy({}), Policy({"flood": {"late_seconds": 0}}),
+                Policy({"flood": {"late_seconds": 600, "rate_limit": 3}}),
+                Policy({"flood": {"repeat_count": 2, "sticker_limit": 2, "rate_limit": 4}}),
+                Policy({"flood": {"repeat_gap_seconds": 5, "late_seconds": 10}})]
+    found = 0
+    for seed in range(40):
+        rng = random.Random(seed)
+        events, ts = [], 0.0
+        for _ in range(300):
+            ts += rng.choice([0, 0.1, 0.5, 2, 5, 40])
+            kind = rng.choice(["text"] * 6 + ["sticker", "image", "system"])
+            late = rng.uniform(0, 45) if rng.random() < 0.15 else 0
+            events.append(msg("" if kind == "image" else rng.choice(lines), ts - late, sender=f"u{rng.randrange(4)}",
+                              group=f"g{rng.randrange(3)}", msg_type=kind,
+                              **({"reply_to": events[-1]["msg_id"]} if events and rng.random() < 0.1 else {})))
+        first, then = rng.sample(policies, 2)
+        runs = []
+        for incremental in (True, False):
+            detector = flood.FloodDetector(first, incremental=incremental)
+            engine = Engine(first, detectors=[detector])
+            got = []
+            for j, e in enumerate(events):
+                if j == len(events) // 2:
+                    detector.policy = engine.policy = then
+                got += [(f["rule"], f["msg_id"], f["evidence"]) for f in engine.process(e, []).findings]
+                if j % 25 == 0:
+                    got += [(f["rule"], f["msg_id"], f["evidence"]) for f in engine.tick(engine.watermark).findings]
+            runs.append(got)
+        assert runs[0] == runs[1], seed
+        found += len(runs[0])
+    assert found > 300  # the traffic floods, so the comparison compares something
+
+
+# A group's flood state as version 1 wrote it to the changelog (dicts): u1 has posted nine times in
+# 32 s, u2 a sticker and 顶, u3 顶.
+V1_STATE = (
+    '{"org":"o","last":1793502041000,"tail":[[1793502012000,"第3条","m3","u1"],[1793502016000,"第4条","m4","u'
+    '1"],[1793502020000,"第5条","m5","u1"],[1793502024000,"第6条","m6","u1"],[1793502028000,"第7条","m7","u1"],'
+    '[1793502032000,"第8条","m8","u1"],[1793502038000,"微笑","m9","u2"],[1793502040000,"顶","m10","u2"],[17935'
+    '02041000,"顶","m11","u3"]],"pre":{"k":"第2条","n":1,"t0":1793502008000,"t":1793502008000,"rep":false,"a'
+    'lt":null,"last":"a","bm":null},"rep":[],"notices":[],"senders":{"u1":{"t":[[1793502000000,"m0"],[179'
+    '3502004000,"m1"],[1793502008000,"m2"],[1793502012000,"m3"],[1793502016000,"m4"],[1793502020000,"m5"]'
+    ',[1793502024000,"m6"],[1793502028000,"m7"],[1793502032000,"m8"]],"over":null},"u2":{"t":[[1793502038'
+    '000,"m9"],[1793502040000,"m10"]],"over":null,"s":[[1793502038000,"m9"]],"sover":null},"u3":{"t":[[17'
+    '93502041000,"m11"]],"over":null}}}'
+)
+
+
+def test_a_state_written_by_version_1_goes_on_as_if_never_rewritten():
+    import orjson
+
+    def tail(n0):
+        return [msg("顶", 43, sender="u4", msg_id=f"m{n0}"), msg("第9条", 44, msg_id=f"m{n0 + 1}"),
+                msg("第10条", 48, msg_id=f"m{n0 + 2}")] + [
+            msg("[微笑]", 49 + i, sender="u2", msg_type="sticker", msg_id=f"m{n0 + 3 + i}") for i in range(5)]
+
+    engine = Engine()
+    engine.stores["flood"]["g"] = {"v": 1, "s": orjson.loads(V1_STATE), "at": None}
+    engine.reindex()
+    upgraded = [(f["rule"], f["msg_id"], f["evidence"]) for e in tail(12) for f in engine.process(e, []).findings]
+    # the same history from the start, in this version
+    history = [msg(f"第{i}条", i * 4, msg_id=f"m{i}") for i in range(9)] + [
+        msg("[微笑]", 38, sender="u2", msg_type="sticker", msg_id="m9"), msg("顶", 40, sender="u2", msg_id="m10"),
+        msg("顶", 41, sender="u3", msg_id="m11")]
+    fresh = Engine()
+    assert floods(history, engine=fresh) == []
+    expected = [(f["rule"], f["msg_id"], f["evidence"]) for e in tail(12) for f in fresh.process(e, []).findings]
+    assert upgraded == expected
+    # the episode of 顶 completed by u4, u1's eleventh post in a minute, three of u2's stickers in a
+    # row, and the sixth sticker of u2 in a minute
+    assert [(rule, m) for rule, m, _ in upgraded] == [("flood.repeat", "m12"), ("flood.rate", "m14"),
+                                                      ("flood.repeat", "m17"), ("flood.rate", "m19")]
+    assert engine.stores["flood"]["g"]["v"] == flood.FloodDetector.state_version
