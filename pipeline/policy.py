@@ -213,10 +213,28 @@ class Flood(_Model):
     def enabled(self, rule: str) -> bool:
         return rule not in self.disabled
 
-    @property
+    # The windows in ms, worked out once: the flood detector asks for them with every message.
+    @cached_property
     def horizon_ms(self) -> int:
         """How long a quiet group's flood state can still matter."""
         return (max(self.repeat_gap_seconds, self.rate_window_seconds) + self.late_seconds) * 1000
+
+    @cached_property
+    def keep_ms(self) -> int:
+        """How long a quiet sender's posts can still matter."""
+        return (self.rate_window_seconds + self.late_seconds) * 1000
+
+    @cached_property
+    def late_ms(self) -> int:
+        return self.late_seconds * 1000
+
+    @cached_property
+    def gap_ms(self) -> int:
+        return self.repeat_gap_seconds * 1000
+
+    @cached_property
+    def window_ms(self) -> int:
+        return self.rate_window_seconds * 1000
 
 
 class WorkingHours(_Model):

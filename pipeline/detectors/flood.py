@@ -36,6 +36,7 @@ window.
 from __future__ import annotations
 
 from functools import lru_cache
+from sys import intern
 from typing import Any, cast
 
 from pipeline.detectors import EXEMPT_TYPES, Context, Outcome
@@ -69,7 +70,7 @@ def same_text(key: str, run_key: str | None) -> bool:
         return False
     if key == run_key:
         return True
-    short, long_ = sorted((key, run_key), key=len)
+    short, long_ = (key, run_key) if len(key) <= len(run_key) else (run_key, key)
     if len(short) < NEAR_MIN_CHARS or len(long_) > len(short) * 1.25 or long_.startswith(short):
         return False
     a = {short[i:i + 2] for i in range(len(short) - 1)}
@@ -96,22 +97,24 @@ class FloodDetector:
         cfg = self.policy.flood_for(event["org_id"], event["group_id"])
         ts = event["ts"]
         if state is None:
-            state = [event["org_id"], ts, [], None, None, None, None, {}, None, None, None]
-        elif ts < state[LAST] - cfg.late_seconds * 1000:
+            state = [intern(event["org_id"]), ts, [], None, None, None, None, {}, None, None, None]
+        elif ts < state[LAST] - cfg.late_ms:
             return Outcome()  # too late to take its place in order (module docstring)
         elif ts > state[LAST]:
             state[LAST] = ts
         findings: list[dict[str, Any]] = []
+        # one string per sender (and org), however many of its posts and tail entries name it
+        sender = intern(event["sender_id"])
         text = event["text"] or ""
         folded = fold(text) if text else ""
         key = self._key(event, state, cfg, text, folded)
         if text and asks_reply(text, folded):
             state[NOTICES] = ((state[NOTICES] or []) + [[ts, event["msg_id"]]])[-MAX_NOTICES:]
         if "flood.repeat" not in cfg.disabled:
-            findings += self._repeats(event, key, state, cfg)
+            findings += self._repeats(event, sender, key, state, cfg)
             self._fold(state, cfg)
         if "flood.rate" not in cfg.disabled:
-            found = self._rate(event, state, cfg)
+            found = self._rate(event, sender, state, cfg)
             if found is not None:
                 findings.append(found)
         return Outcome(findings, state=state)
@@ -122,7 +125,7 @@ class FloodDetector:
         cfg = self.policy.flood_for(state[ORG], key)
         if now - state[LAST] > cfg.horizon_ms:
             return Outcome(state=None)
-        keep = (cfg.rate_window_seconds + cfg.late_seconds) * 1000
+        keep = cfg.keep_ms
         senders, stickers = state[SENDERS], state[STICKERS]
         idle = []
         for sender, times in senders.items():  # quietest first: the idle ones are a prefix
@@ -144,7 +147,7 @@ class FloodDetector:
         senders = state[SENDERS]
         if senders:
             quietest = senders[next(iter(senders))][-2]
-            due = min(due, quietest + (cfg.rate_window_seconds + cfg.late_seconds) * 1000 + 1)
+            due = min(due, quietest + cfg.keep_ms + 1)
         return due
 
     def upgrade(self, state: dict[str, Any], version: int) -> Any:
@@ -181,11 +184,12 @@ class FloodDetector:
                 return None  # answering an open notice is what it asked for (SPEC §4)
         return folded or text.strip()
 
-    def _repeats(self, event: dict[str, Any], key: str | None, state: list[Any], cfg: Flood) -> list[dict[str, Any]]:
+    def _repeats(self, event: dict[str, Any], sender: str, key: str | None, state: list[Any],
+                 cfg: Flood) -> list[dict[str, Any]]:
         """Place the message in the tail; report the run it completes, if it does (after a late
         arrival or a changed policy: each run that now reached N and was not reported)."""
-        need, gap = cfg.repeat_count, cfg.repeat_gap_seconds * 1000
-        ts, msg_id, sender = event["ts"], event["msg_id"], event["sender_id"]
+        need, gap = cfg.repeat_count, cfg.gap_ms
+        ts, msg_id = event["ts"], event["msg_id"]
         tail = state[TAIL]
         if not tail or ts >= tail[-4]:
             tail += (ts, key, msg_id, sender)
@@ -244,14 +248,14 @@ class FloodDetector:
     def _fold(self, state: list[Any], cfg: Flood) -> None:
         """Move messages no late arrival can precede any more into the `pre` run summary."""
         tail, rep = state[TAIL], state[REP]
-        floor = state[LAST] - cfg.late_seconds * 1000
+        floor = state[LAST] - cfg.late_ms
         size = len(tail)
         cut = 0
         while cut < size and (tail[cut] < floor or size - cut > 4 * MAX_TAIL):
             cut += 4
         if not cut:
             return
-        gap = cfg.repeat_gap_seconds * 1000
+        gap = cfg.gap_ms
         run = _empty_run() if state[PRE] is None else state[PRE]
         for i in range(0, cut, 4):
             ts, key, msg_id, sender = tail[i:i + 4]
@@ -266,9 +270,9 @@ class FloodDetector:
 
     # --- flood.rate ---------------------------------------------------------------------------
 
-    def _rate(self, event: dict[str, Any], state: list[Any], cfg: Flood) -> dict[str, Any] | None:
-        ts, msg_id, sender = event["ts"], event["msg_id"], event["sender_id"]
-        window, late = cfg.rate_window_seconds * 1000, cfg.late_seconds * 1000
+    def _rate(self, event: dict[str, Any], sender: str, state: list[Any], cfg: Flood) -> dict[str, Any] | None:
+        ts, msg_id = event["ts"], event["msg_id"]
+        window, late = cfg.window_ms, cfg.late_ms
         hits = []
         hit = _count(state, SENDERS, sender, ts, msg_id, cfg.rate_limit, window, late)
         if hit is not None:
