@@ -60,18 +60,27 @@ K, N, T0, T, REPD, ALT, LINE, BM = range(8)
 Run = list[Any]
 
 
-@lru_cache(maxsize=65_536)
 def same_text(key: str, run_key: str | None) -> bool:
     """Whether a message repeats a run's first text: equal after normalisation, or a near
     duplicate (a counter or a few characters changed to dodge equality: 加微信abc1, 加微信abc2),
     measured as the Dice overlap of their character bigrams. A text that extends the other (the
     lists of a 接龙, each member's longer than the last) is no repeat."""
-    if run_key is None:
-        return False
     if key == run_key:
         return True
-    short, long_ = (key, run_key) if len(key) <= len(run_key) else (run_key, key)
-    if len(short) < NEAR_MIN_CHARS or len(long_) > len(short) * 1.25 or long_.startswith(short):
+    if run_key is None:
+        return False
+    # most pairs differ in length: decided here, without a cache entry for every pair of texts
+    a, b = len(key), len(run_key)
+    if a > b:
+        a, b = b, a
+    if a < NEAR_MIN_CHARS or b > a * 1.25:
+        return False
+    return _near(key, run_key) if len(key) <= len(run_key) else _near(run_key, key)
+
+
+@lru_cache(maxsize=65_536)
+def _near(short: str, long_: str) -> bool:
+    if long_.startswith(short):
         return False
     a = {short[i:i + 2] for i in range(len(short) - 1)}
     b = {long_[i:i + 2] for i in range(len(long_) - 1)}
