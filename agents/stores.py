@@ -21,6 +21,8 @@ from typing import Any
 
 import orjson
 
+from pipeline.engine import envelope_partition
+
 Send = Callable[[str, bytes, bytes | None, int | None], Awaitable[None]]  # topic, key, value, partition
 
 
@@ -41,7 +43,7 @@ class TableStore(MutableMapping[str, Any]):
         self.dirty[key] = None
 
     def __delitem__(self, key: str) -> None:
-        self.dirty[key] = _partition(self._data.pop(key))
+        self.dirty[key] = envelope_partition(self._data.pop(key))
 
     def __iter__(self) -> Iterator[str]:
         return iter(list(self._data.keys()))
@@ -56,7 +58,7 @@ class TableStore(MutableMapping[str, Any]):
         out: dict[str, tuple[int | None, bytes | None]] = {}
         for key, had in dirty.items():
             value = data.get(key)
-            out[key] = (had, None) if value is None else (_partition(value), orjson.dumps(value))
+            out[key] = (had, None) if value is None else (envelope_partition(value), orjson.dumps(value))
         return out
 
     async def save(self, keys: dict[str, tuple[int | None, bytes | None]], send: Send) -> None:
@@ -76,16 +78,13 @@ class TableStore(MutableMapping[str, Any]):
 
     def keep_only(self, partitions: Collection[int]) -> int:
         """Forget (locally, no changelog) keys of partitions this worker no longer owns."""
-        gone = [k for k, v in self._data.items() if (p := _partition(v)) is not None and p not in partitions]
+        gone = [k for k, v in self._data.items() if (p := envelope_partition(v)) is not None and p not in partitions]
         for k in gone:
             del self._data[k]
             self.dirty.pop(k, None)
         return len(gone)
 
 
-def _partition(envelope: Any) -> int | None:
-    at = envelope.get("at") if isinstance(envelope, dict) else None
-    return at[0] if at else None
 
 
 def create_stores(app: Any, names: Collection[str], partitions: int) -> dict[str, TableStore]:

@@ -4,12 +4,14 @@ about positions, redelivery and timers, so that no detector has to.
 The worker passes stores backed by Faust tables (changelog topics, keyed by group); `qunguard
 replay` passes dicts. One implementation, two drivers, identical findings.
 
-Each stored value is an envelope `{"v": state version, "s": the detector's state, "at": [partition,
-offset, index] of the last event applied}`. The delivery path (pipeline/delivery/) hands the engine
-each partition's records in offset order from the committed offset on, and the store reaches the
-changelog only after what the state produced is stored. So after a crash, a record at or before a
-key's `at` is already in that key's state and in storage: the engine skips it for that key. That is
-how every record is applied exactly once, for every detector, with no guard of their own.
+Each stored value is an envelope `[state version, the detector's state, [partition, offset, index]
+of the last event applied]` (a list: every key of every detector has one, and a dict costs 100
+bytes more; envelopes written as `{"v", "s", "at"}` dicts before 2026-12-03 are read as well). The
+delivery path (pipeline/delivery/) hands the engine each partition's records in offset order from
+the committed offset on, and the store reaches the changelog only after what the state produced
+is stored. So after a crash, a record at or before a key's position is already in that key's state
+and in storage: the engine skips it for that key. That is how every record is applied exactly
+once, for every detector, with no guard of their own.
 
 Timers: after every change the engine asks the detector when the key is next due and keeps that
 in a heap per partition and detector; `tick(now)` visits only what is due, and a worker ticks only
@@ -91,7 +93,9 @@ class Engine:
                 continue
             store = stores[det.name]
             env = store.get(key)
-            if at is not None and env is not None and _applied(env["at"], at):
+            if env is not None and type(env) is not list:
+                env = envelope(env)
+            if at is not None and env is not None and _applied(env[AT], at):
                 continue  # a record re-read after a restart: already in this state, and stored
             state = self._state(det, key, env)
             out = det.on_event(event, state, ctx)
@@ -101,12 +105,12 @@ class Engine:
                 if env is not None:
                     del store[key]
                 continue
-            if env is not None and env.get("v") == det.state_version:
+            if env is not None and env[V] == det.state_version:
                 # the envelope updated in place (the store's snapshot serialises it, nothing keeps it)
-                env["s"], env["at"] = new, position
+                env[S], env[AT] = new, position
                 store[key] = env
             else:
-                store[key] = {"v": det.state_version, "s": new, "at": position}
+                store[key] = [det.state_version, new, position]
             self._schedule(i, key, partition, det.due(key, new))
         self._route(result)
         self._loop_back(result)
@@ -194,7 +198,7 @@ class Engine:
                 if self._due[i].get(key) != due:
                     continue  # superseded by an earlier entry for the same key
                 del self._due[i][key]
-                env = store.get(key)
+                env = envelope(store.get(key))
                 if env is None:
                     continue
                 n = ticked[(i, key)] = ticked.get((i, key), 0) + 1
@@ -212,8 +216,8 @@ class Engine:
                 if new is None:
                     del store[key]
                     continue
-                if out.state is not KEEP or env.get("v") != det.state_version:
-                    env = store[key] = {**env, "v": det.state_version, "s": new}
+                if out.state is not KEEP or env[V] != det.state_version:
+                    store[key] = [det.state_version, new, env[AT]]
                 nxt = det.due(key, new)
                 if nxt is not None and nxt <= until and (out.state is KEEP or n >= TICKS_PER_KEY):
                     log.warning("%s: %s is due again at once with nothing done; waiting for its next event",
@@ -228,8 +232,11 @@ class Engine:
         with `partitions`, only keys whose events come from those. Returns the keys indexed."""
         n = 0
         for i, det in enumerate(self.detectors):
-            for key, env in list(self.stores[det.name].items()):
-                partition = env["at"][0] if env.get("at") else None
+            for key, raw in list(self.stores[det.name].items()):
+                env = envelope(raw)
+                if env is None:
+                    continue
+                partition = env[AT][0] if env[AT] else None
                 if partitions is not None and partition not in partitions:
                     continue
                 state = self._state(det, key, env)
@@ -257,18 +264,35 @@ class Engine:
         heapq.heappush(self._heaps.setdefault((partition, i), []), (due, key))
 
     @staticmethod
-    def _state(det: Detector, key: str, env: dict[str, Any] | None) -> Any:
+    def _state(det: Detector, key: str, env: list[Any] | None) -> Any:
         if env is None:
             return None
-        version = env.get("v", 1)
+        version = env[V]
         if version == det.state_version:
-            return env["s"]
+            return env[S]
         upgrade = getattr(det, "upgrade", None)
         if upgrade is None:
             log.warning("%s: state of %s has version %s, this build reads %s; starting afresh",
                         det.name, key, version, det.state_version)
             return None
-        return upgrade(env["s"], version)
+        return upgrade(env[S], version)
+
+
+V, S, AT = 0, 1, 2  # the slots of an envelope
+
+
+def envelope(stored: Any) -> list[Any] | None:
+    """A stored value as an envelope list; one written as a dict (before 2026-12-03) converted."""
+    if stored is None or type(stored) is list:
+        return stored
+    return [stored.get("v", 1), stored["s"], stored.get("at")]
+
+
+def envelope_partition(stored: Any) -> int | None:
+    """The partition whose events a stored state follows (None: replay's, which has no positions)."""
+    env = envelope(stored)
+    at = env[AT] if env is not None else None
+    return at[0] if at else None
 
 
 def _merge(into: Outcome, out: Outcome) -> None:

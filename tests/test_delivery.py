@@ -28,6 +28,7 @@ from pipeline.replay import replay
 from pipeline.sink.backends import connect
 from pipeline.sink.migrate import migrate
 from pipeline.sink.writer import ClickHouseSink
+from schemas.records import validate_event
 
 TOPIC = "t.events"
 PARTS = 3
@@ -539,3 +540,38 @@ def test_a_strike_found_by_a_timer_reaches_the_ladder_in_event_time_order(tmp_pa
         backend.close()
     assert [tuple(r) for r in stored] == sanctions
     assert ids == {f["finding_id"] for f in expected.findings}
+
+
+
+def test_envelopes_written_before_as_dicts_are_read_and_released_like_todays():
+    """A changelog recovered from a release that stored envelopes as dicts: the engine reads those
+    states on (and rewrites them as lists), and a rebalance forgets the keys of partitions this
+    worker no longer owns whichever way they were written."""
+    from pipeline.detectors import Context
+    from pipeline.detectors.flood import LAST, FloodDetector
+
+    def message(group: str, n: int, ts: int) -> dict[str, Any]:
+        return validate_event({"kind": "message", "event_id": f"e{n}", "org_id": "o", "ts": ts, "platform": "wecom",
+                               "group_id": group, "msg_id": f"m{n}", "sender_id": "u1", "text": "大家好"})
+
+    flood = FloodDetector()
+    t0 = START_TS
+
+    def state(group: str) -> Any:
+        return flood.on_event(message(group, 0, t0), None, Context(t0)).state
+
+    store = TableStore(FakeTable({
+        "g-old": {"v": flood.state_version, "s": state("g-old"), "at": [1, 7, 0]},
+        "g-new": [flood.state_version, state("g-new"), [1, 8, 0]],
+        "g-gone": {"v": flood.state_version, "s": state("g-gone"), "at": [3, 2, 0]},
+        "g-gone2": [flood.state_version, state("g-gone2"), [3, 4, 0]],
+    }))
+    engine = Engine(detectors=[flood], stores={"flood": store})
+    assert engine.reindex() == 4
+    assert store.keep_only({1}) == 2 and sorted(store) == ["g-new", "g-old"]
+    later = message("g-old", 1, t0 + 1000)
+    engine.process(later, [], (1, 7, 0))  # at or before the stored position: already in the state
+    assert store["g-old"]["at"] == [1, 7, 0]
+    engine.process(later, [], (1, 9, 0))
+    version, held, position = store["g-old"]
+    assert version == flood.state_version and position == [1, 9, 0] and held[LAST] == later["ts"]

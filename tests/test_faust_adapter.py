@@ -76,7 +76,7 @@ def test_changelog_keys_are_written_as_faust_writes_them(tmp_path):
                     key_serializer="raw", value_serializer="raw")
     table = app.Table("state-k", partitions=4)
     store = TableStore(table)
-    store["g1\x1f张三"] = {"v": 1, "s": {}, "at": [2, 5, 0]}
+    store["g1\x1f张三"] = [1, {}, [2, 5, 0]]  # the engine's envelope: version, state, position
     sent: list[tuple] = []
 
     async def send(topic, key, value, partition):

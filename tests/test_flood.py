@@ -130,7 +130,7 @@ def test_a_redelivered_record_does_not_count_twice():
     # Re-read, the record that completed the episode changes nothing either: its finding was stored
     # before the state that holds it reached the changelog (pipeline/delivery/path.py).
     assert engine.process(events[2], [], at[2]).findings == []
-    assert engine.stores["flood"]["g"]["at"] == [0, 12, 0]
+    assert engine.stores["flood"]["g"][2] == [0, 12, 0]  # the envelope: version, state, position
 
 
 # --- flood.rate ---------------------------------------------------------------------------------
@@ -195,7 +195,7 @@ def test_state_is_bounded_and_released_when_the_group_goes_quiet():
     engine = Engine()
     for i in range(500):  # a bot flooding the group
         engine.process(msg("顶" if i % 2 else f"刷{i}", i * 0.1), [])
-    state = engine.stores["flood"]["g"]["s"]
+    state = engine.stores["flood"]["g"][1]
     assert len(state[flood.TAIL]) <= 4 * 64 and len(state[flood.SENDERS]["u1"]) <= 1 + 2 * 22
     assert engine.tick(T0 + 60_000).findings == [] and "g" in engine.stores["flood"]
     engine.tick(T0 + 3_600_000)
@@ -325,4 +325,4 @@ def test_a_state_written_by_version_1_goes_on_as_if_never_rewritten():
     # row, and the sixth sticker of u2 in a minute
     assert [(rule, m) for rule, m, _ in upgraded] == [("flood.repeat", "m12"), ("flood.rate", "m14"),
                                                       ("flood.repeat", "m17"), ("flood.rate", "m19")]
-    assert engine.stores["flood"]["g"]["v"] == flood.FloodDetector.state_version
+    assert engine.stores["flood"]["g"][0] == flood.FloodDetector.state_version
