@@ -37,7 +37,7 @@ import re
 from collections.abc import Collection
 from datetime import time
 from fnmatch import fnmatchcase
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, Literal, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -102,6 +102,13 @@ def _clock(v: Any, example: str = "09:00") -> str:
     except ValueError:
         raise ValueError(f"{v!r} is not a time of day like {example}") from None
     return v
+
+
+@lru_cache(maxsize=4096)
+def matches_any(rule: str, globs: tuple[str, ...]) -> bool:
+    """Whether a rule name matches one of the globs (the ladder asks this for every strike of a
+    member at every evaluation: remembered, as rule names and policies are few)."""
+    return any(fnmatchcase(rule, g) for g in globs)
 
 
 class _Model(BaseModel):
@@ -344,7 +351,7 @@ class Route(_Model):
 
     def matches(self, rule: str, severity: str) -> bool:
         return (SEVERITY_RANK[severity] >= SEVERITY_RANK[self.min_severity]
-                and any(fnmatchcase(rule, g) for g in self.rules))
+                and matches_any(rule, self.rules))
 
 
 class Alerts(_Model):
@@ -429,11 +436,11 @@ class Sanctions(_Model):
         return self
 
     def counts(self, rule: str) -> bool:
-        return any(fnmatchcase(rule, g) for g in self.rules)
+        return matches_any(rule, self.rules)
 
     def needs_confirmation(self, rule: str, severity: str) -> bool:
         return (SEVERITY_RANK[severity] < SEVERITY_RANK[self.confirmed_below]
-                or any(fnmatchcase(rule, g) for g in self.confirmed_only))
+                or matches_any(rule, self.confirmed_only))
 
 
 class Severity(_Model):
