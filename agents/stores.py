@@ -85,8 +85,6 @@ class TableStore(MutableMapping[str, Any]):
         return len(gone)
 
 
-
-
 def create_stores(app: Any, names: Collection[str], partitions: int) -> dict[str, TableStore]:
     return {
         name: TableStore(app.Table(f"state-{name}", partitions=partitions,

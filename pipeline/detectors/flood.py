@@ -52,7 +52,6 @@ NEAR_DICE = 0.8
 
 # the slots of a group's state (module docstring)
 ORG, LAST, TAIL, PRE, CUR, REP, NOTICES, SENDERS, STICKERS, NEED, GAP = range(11)
-SLOTS = 11
 # the slots of a Run: its first text, members so far, first and latest ts, whether one of them
 # completed a reported episode, the other line of an alternation, which line came last ("a"|"b"),
 # and where a run of that other line would begin ([ts, key, msg_id, sender, reported])
