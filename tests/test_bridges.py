@@ -186,8 +186,14 @@ def test_a_killed_archive_bridge_neither_skips_nor_repeats_a_record(tmp_path, ka
     cursor = orjson.loads((tmp_path / "cursor").read_bytes())
     # chunks of 40: the member list and seq 1-39, 40-79, 80-119; the third was sent, not recorded
     assert cursor["seq"] == 79 and cursor["sending"]["to"] == 119
+    # killed again while recovering: its first chunk (the member list again, seq 120-157 and the bad
+    # line) sent, not recorded; what the first run sent must not be forgotten
+    with pytest.raises(KeyboardInterrupt):
+        ArchiveBridge(cfg, DyingSender(cfg, die_after=1)).run(archive.lines([str(dump)]))
+    cursor = orjson.loads((tmp_path / "cursor").read_bytes())
+    assert cursor["seq"] == 79 and cursor["sending"]["to"] == 157
     again = ArchiveBridge(cfg).run(archive.lines([str(dump)]))
-    assert again["skipped"] == 119
+    assert again["skipped"] == 79 + 1 + 40 + 38 + 1  # recorded; then read back: both killed runs' chunks
     ids = _topic_ids(cfg)
     member_list = {e["event_id"] for e in map_record(orjson.loads(lines[0]), "qqorg")}
     messages = [i for i in ids if i not in member_list]
@@ -203,6 +209,8 @@ def test_a_killed_archive_bridge_neither_skips_nor_repeats_a_record(tmp_path, ka
     wait_for(lambda: count(cfg, "SELECT uniqExact(event_id) FROM {db}.raw_events") >= len({e["event_id"]
                                                                                        for e in events}),
              120, "the archive's events stored")
+    # the tables of one write are inserted one after another: wait for the messages too
+    wait_for(lambda: count(cfg, "SELECT count() FROM {db}.messages") >= 300, 60, "the messages stored")
     assert count(cfg, "SELECT count() FROM {db}.messages") == 300
     content = {f["finding_id"] for f in expected.findings if f["rule"].startswith("content.")}
     assert content
@@ -210,6 +218,73 @@ def test_a_killed_archive_bridge_neither_skips_nor_repeats_a_record(tmp_path, ka
              "the content findings")
     errors = [r[0] for r in query(cfg, "SELECT error FROM {db}.deadletter")]
     assert len(errors) == 1 and errors[0].startswith("wecom: invalid JSON")
+
+
+def test_a_bridge_process_sigkilled_while_sending_resends_exactly_what_is_missing(tmp_path, kafka, clickhouse,
+                                                                                  workers):
+    """`qunguard bridge wecom-archive` as operators run it, SIGKILLed three times at moments of its
+    own choosing (while a chunk is being sent: its cursor says so), then run to the end: every
+    record is on the topic exactly once, the bad line's dead letter once, and the worker stores it
+    all with replay's findings."""
+    import random
+    import signal
+    import subprocess
+    import sys
+
+    from pipeline.config import config_env
+
+    cfg = _cfg(tmp_path, kafka, clickhouse, wecom_cursor=str(tmp_path / "cursor"))
+    n = 9 * archive.CHUNK + 300  # ten chunks of the bridge's own size
+    lines = _archive_lines(n)
+    dump = tmp_path / "dump"
+    dump.mkdir()
+    (dump / "001.jsonl").write_bytes(b"\n".join(lines[: n // 2]) + b"\n")
+    (dump / "002.jsonl").write_bytes(b"\n".join(lines[n // 2:]) + b"\n")
+    cursor_path = tmp_path / "cursor"
+    rng = random.Random(11)
+
+    def bridge() -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "bridge", "wecom-archive", str(dump)],
+                                env=config_env(cfg), stdout=open(tmp_path / "bridge.log", "ab"),
+                                stderr=subprocess.STDOUT)
+
+    def sending_past(seq: int) -> bool:
+        try:
+            cursor = orjson.loads(cursor_path.read_bytes())
+        except (FileNotFoundError, orjson.JSONDecodeError):
+            return False
+        return "sending" in cursor and cursor["sending"]["to"] > seq
+
+    killed_at: list[int] = []
+    for _ in range(3):
+        past = max([orjson.loads(cursor_path.read_bytes())["seq"] if cursor_path.exists() else 0, *killed_at])
+        proc = bridge()
+        wait_for(lambda p=proc, past=past: sending_past(past) or p.poll() is not None, 120,  # type: ignore[misc]
+                 "the bridge sending a chunk", interval=0.005)
+        time.sleep(rng.uniform(0, 0.08))  # before, during or after the chunk's acknowledgement
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert proc.returncode == -signal.SIGKILL, "the bridge finished before it could be killed"
+        killed_at.append(orjson.loads(cursor_path.read_bytes()).get("sending", {}).get("to", 0))
+    final = bridge()
+    assert final.wait(timeout=300) == 0, (tmp_path / "bridge.log").read_text()[-2000:]
+    ids = _topic_ids(cfg)
+    member_list = {e["event_id"] for e in map_record(orjson.loads(lines[0]), "qqorg")}
+    messages = [i for i in ids if i not in member_list]
+    assert len(messages) == len(set(messages)) == n + 1  # every record once, and the bad line's dead letter
+    workers.append(Worker(cfg, tmp_path / "worker.log"))
+    events = [e for line in lines if line.startswith(b"{\"msgid") or line.startswith(b"{\"roomname")
+              for e in map_record(orjson.loads(line), "qqorg")]
+    wait_for(lambda: count(cfg, "SELECT uniqExact(event_id) FROM {db}.raw_events") >= len({e["event_id"]
+                                                                                       for e in events}),
+             180, "the archive's events stored")
+    wait_for(lambda: count(cfg, "SELECT count() FROM {db}.messages") >= n, 60, "the messages stored")
+    assert count(cfg, "SELECT count() FROM {db}.messages") == n
+    expected = replay([orjson.dumps(e) for e in events], until=int(time.time() * 1000))
+    content = {f["finding_id"] for f in expected.findings if f["rule"].startswith("content.")}
+    assert content
+    wait_for(lambda: content <= {r[0] for r in query(cfg, "SELECT finding_id FROM {db}.findings")}, 60,
+             "the content findings")
 
 
 def test_an_enforcing_groups_sanctions_are_carried_out_over_the_websocket(tmp_path, kafka, clickhouse, workers):

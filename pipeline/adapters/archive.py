@@ -94,6 +94,9 @@ class ArchiveBridge:
                 continue
             if seen and events and all(e["event_id"] in seen for e in events):
                 self.counts["skipped"] += 1  # sent by the run that was killed, before its cursor moved
+                if seq is None:  # a dead letter it sent: remembered as ours are, so no rerun sends it again
+                    dead = [e["event_id"] for e in events if e["kind"] == "bridge_error"]
+                    cursor = {**cursor, "dead": (list(cursor.get("dead", [])) + dead)[-DEAD_KEPT:]}
                 continue
             chunk.append((seq, events))
             if len(chunk) >= CHUNK:
@@ -122,7 +125,11 @@ class ArchiveBridge:
     def _send(self, chunk: list[tuple[int | None, list[dict[str, Any]]]], cursor: dict[str, Any]) -> dict[str, Any]:
         seqs = [s for s, _ in chunk if s is not None]
         last = max(seqs, default=cursor["seq"])
-        write_cursor(self.cursor_path, {**cursor, "sending": {"to": last, "ends": self._ends()}})
+        # Still recovering from a killed run (no chunk of ours completed yet): read back from where
+        # that run began sending, or a second kill would forget what it sent and resend its lines.
+        before = cursor.get("sending")
+        ends = before["ends"] if isinstance(before, dict) and "ends" in before else self._ends()
+        write_cursor(self.cursor_path, {**cursor, "sending": {"to": last, "ends": ends}})
         events = [e for _, evs in chunk for e in evs]
         self.sender.send(events)
         self.counts["events"] += sum(1 for e in events if e["kind"] != "bridge_error")
