@@ -68,15 +68,14 @@ def run(events: list[dict] | list[bytes], tick_ms: int) -> tuple[Engine, int]:
     decodes its records: what the state keeps of them (ids, timestamps) is then its own."""
     engine = Engine(Policy(), detectors=[FloodDetector(Policy())])
     found = 0
-    next_tick = 0
+    next_tick: int | None = None
     for raw in events:
         e = orjson.loads(raw) if isinstance(raw, bytes) else raw
-        if e["ts"] >= next_tick:
-            if next_tick:
-                found += len(engine.tick(next_tick).findings)
-                next_tick += tick_ms
-            else:
-                next_tick = e["ts"] + tick_ms
+        if next_tick is None:
+            next_tick = e["ts"] + tick_ms
+        elif e["ts"] >= next_tick:
+            found += len(engine.tick(next_tick).findings)
+            next_tick += tick_ms
         found += len(engine.process(e, []).findings)
     return engine, found
 

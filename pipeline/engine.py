@@ -92,9 +92,7 @@ class Engine:
                 _merge(result, det.on_event(event, None, ctx))
                 continue
             store = stores[det.name]
-            env = store.get(key)
-            if env is not None and type(env) is not list:
-                env = envelope(env)
+            env = envelope(store.get(key))
             if at is not None and env is not None and _applied(env[AT], at):
                 continue  # a record re-read after a restart: already in this state, and stored
             state = self._state(det, key, env)
@@ -271,11 +269,11 @@ class Engine:
         if version == det.state_version:
             return env[S]
         upgrade = getattr(det, "upgrade", None)
-        if upgrade is None:
+        state = None if upgrade is None else upgrade(env[S], version)
+        if state is None:  # no upgrade from that version (a newer build wrote it, say)
             log.warning("%s: state of %s has version %s, this build reads %s; starting afresh",
                         det.name, key, version, det.state_version)
-            return None
-        return upgrade(env[S], version)
+        return state
 
 
 V, S, AT = 0, 1, 2  # the slots of an envelope

@@ -366,12 +366,10 @@ def _new_run(ts: int, key: str | None, reported: bool) -> Run:
     return [key, 0 if key is None else 1, ts, ts, reported, None, "a", None]
 
 
-def _step(run: Run | None, ts: int, key: str | None, msg_id: str, sender: str, reported: bool,
+def _step(run: Run, ts: int, key: str | None, msg_id: str, sender: str, reported: bool,
           gap: int) -> tuple[Run, Run | None]:
     """`run` after the message (in ts order), and the run it ended, if it did. `run` is changed
     in place when the message continues it."""
-    if run is None:
-        return _new_run(ts, key, reported), None
     if run[K] is not None and key is not None and ts - run[T] <= gap:
         if same_text(key, run[K]):
             run[T], run[LINE], run[N] = ts, "a", run[N] + 1
