@@ -157,6 +157,46 @@ def _topic_ids(cfg) -> list[str]:
     return ids
 
 
+def _dump(tmp_path: Path, lines: list[bytes], split: int) -> Path:
+    """The archive lines as a dump directory of two files, split at `split`."""
+    dump = tmp_path / "dump"
+    dump.mkdir()
+    (dump / "001.jsonl").write_bytes(b"\n".join(lines[:split]) + b"\n")
+    (dump / "002.jsonl").write_bytes(b"\n".join(lines[split:]) + b"\n")
+    return dump
+
+
+def _member_list(lines: list[bytes]) -> set[str]:
+    return {e["event_id"] for e in map_record(orjson.loads(lines[0]), "qqorg")}
+
+
+def _each_record_once_on_the_topic(cfg, lines: list[bytes], records: int) -> None:
+    messages = [i for i in _topic_ids(cfg) if i not in _member_list(lines)]
+    assert len(messages) == len(set(messages)) == records + 1  # every record once, and the bad line's dead letter
+
+
+def _stored_with_replays_findings(cfg, lines: list[bytes], records: int, workers, log: Path,
+                                  timeout: float) -> None:
+    """The worker takes all of it: every event stored, the messages once, replay's content
+    findings over the same records, and the bad line's one dead letter."""
+    workers.append(Worker(cfg, log))
+    events = [e for line in lines if line.startswith(b"{\"msgid") or line.startswith(b"{\"roomname")
+              for e in map_record(orjson.loads(line), "qqorg")]
+    expected = replay([orjson.dumps(e) for e in events], until=int(time.time() * 1000))
+    wait_for(lambda: count(cfg, "SELECT uniqExact(event_id) FROM {db}.raw_events") >= len({e["event_id"]
+                                                                                       for e in events}),
+             timeout, "the archive's events stored")
+    # the tables of one write are inserted one after another: wait for the messages too
+    wait_for(lambda: count(cfg, "SELECT count() FROM {db}.messages") >= records, 60, "the messages stored")
+    assert count(cfg, "SELECT count() FROM {db}.messages") == records
+    content = {f["finding_id"] for f in expected.findings if f["rule"].startswith("content.")}
+    assert content
+    wait_for(lambda: content <= {r[0] for r in query(cfg, "SELECT finding_id FROM {db}.findings")}, 60,
+             "the content findings")
+    errors = [r[0] for r in query(cfg, "SELECT error FROM {db}.deadletter")]
+    assert len(errors) == 1 and errors[0].startswith("wecom: invalid JSON")
+
+
 class DyingSender(Sender):
     """Kafka acknowledges the k-th chunk, then the bridge is killed before its cursor moves."""
 
@@ -177,10 +217,7 @@ def test_a_killed_archive_bridge_neither_skips_nor_repeats_a_record(tmp_path, ka
     cfg = _cfg(tmp_path, kafka, clickhouse, wecom_cursor=str(tmp_path / "cursor"))
     monkeypatch.setattr(archive, "CHUNK", 40)
     lines = _archive_lines(300)
-    dump = tmp_path / "dump"
-    dump.mkdir()
-    (dump / "001.jsonl").write_bytes(b"\n".join(lines[:150]) + b"\n")
-    (dump / "002.jsonl").write_bytes(b"\n".join(lines[150:]) + b"\n")
+    dump = _dump(tmp_path, lines, 150)
     with pytest.raises(KeyboardInterrupt):
         ArchiveBridge(cfg, DyingSender(cfg, die_after=3)).run(archive.lines([str(dump)]))
     cursor = orjson.loads((tmp_path / "cursor").read_bytes())
@@ -194,30 +231,11 @@ def test_a_killed_archive_bridge_neither_skips_nor_repeats_a_record(tmp_path, ka
     assert cursor["seq"] == 79 and cursor["sending"]["to"] == 157
     again = ArchiveBridge(cfg).run(archive.lines([str(dump)]))
     assert again["skipped"] == 79 + 1 + 40 + 38 + 1  # recorded; then read back: both killed runs' chunks
-    ids = _topic_ids(cfg)
-    member_list = {e["event_id"] for e in map_record(orjson.loads(lines[0]), "qqorg")}
-    messages = [i for i in ids if i not in member_list]
-    assert len(messages) == len(set(messages)) == 300 + 1  # every record once, and the bad line's dead letter
+    _each_record_once_on_the_topic(cfg, lines, 300)
     # a third run sends nothing new but the member list, which is idempotent by its ids
     third = ArchiveBridge(cfg).run(archive.lines([str(dump)]))
-    assert third["events"] == len(member_list) and third["skipped"] == 301
-    # stored: the worker takes all of it; the findings are replay's over the same records
-    workers.append(Worker(cfg, tmp_path / "worker.log"))
-    events = [e for line in lines if line.startswith(b"{\"msgid") or line.startswith(b"{\"roomname")
-              for e in map_record(orjson.loads(line), "qqorg")]
-    expected = replay([orjson.dumps(e) for e in events], until=int(time.time() * 1000))
-    wait_for(lambda: count(cfg, "SELECT uniqExact(event_id) FROM {db}.raw_events") >= len({e["event_id"]
-                                                                                       for e in events}),
-             120, "the archive's events stored")
-    # the tables of one write are inserted one after another: wait for the messages too
-    wait_for(lambda: count(cfg, "SELECT count() FROM {db}.messages") >= 300, 60, "the messages stored")
-    assert count(cfg, "SELECT count() FROM {db}.messages") == 300
-    content = {f["finding_id"] for f in expected.findings if f["rule"].startswith("content.")}
-    assert content
-    wait_for(lambda: content <= {r[0] for r in query(cfg, "SELECT finding_id FROM {db}.findings")}, 60,
-             "the content findings")
-    errors = [r[0] for r in query(cfg, "SELECT error FROM {db}.deadletter")]
-    assert len(errors) == 1 and errors[0].startswith("wecom: invalid JSON")
+    assert third["events"] == len(_member_list(lines)) and third["skipped"] == 301
+    _stored_with_replays_findings(cfg, lines, 300, workers, tmp_path / "worker.log", 120)
 
 
 def test_a_bridge_process_sigkilled_while_sending_resends_exactly_what_is_missing(tmp_path, kafka, clickhouse,
@@ -236,10 +254,7 @@ def test_a_bridge_process_sigkilled_while_sending_resends_exactly_what_is_missin
     cfg = _cfg(tmp_path, kafka, clickhouse, wecom_cursor=str(tmp_path / "cursor"))
     n = 9 * archive.CHUNK + 300  # ten chunks of the bridge's own size
     lines = _archive_lines(n)
-    dump = tmp_path / "dump"
-    dump.mkdir()
-    (dump / "001.jsonl").write_bytes(b"\n".join(lines[: n // 2]) + b"\n")
-    (dump / "002.jsonl").write_bytes(b"\n".join(lines[n // 2:]) + b"\n")
+    dump = _dump(tmp_path, lines, n // 2)
     cursor_path = tmp_path / "cursor"
     rng = random.Random(11)
 
@@ -259,7 +274,7 @@ def test_a_bridge_process_sigkilled_while_sending_resends_exactly_what_is_missin
     for _ in range(3):
         past = max([orjson.loads(cursor_path.read_bytes())["seq"] if cursor_path.exists() else 0, *killed_at])
         proc = bridge()
-        wait_for(lambda p=proc, past=past: sending_past(past) or p.poll() is not None, 120,  # type: ignore[misc]
+        wait_for(lambda p=proc, past=past: sending_past(past) or p.poll() is not None, 120,
                  "the bridge sending a chunk", interval=0.005)
         time.sleep(rng.uniform(0, 0.08))  # before, during or after the chunk's acknowledgement
         proc.send_signal(signal.SIGKILL)
@@ -268,23 +283,8 @@ def test_a_bridge_process_sigkilled_while_sending_resends_exactly_what_is_missin
         killed_at.append(orjson.loads(cursor_path.read_bytes()).get("sending", {}).get("to", 0))
     final = bridge()
     assert final.wait(timeout=300) == 0, (tmp_path / "bridge.log").read_text()[-2000:]
-    ids = _topic_ids(cfg)
-    member_list = {e["event_id"] for e in map_record(orjson.loads(lines[0]), "qqorg")}
-    messages = [i for i in ids if i not in member_list]
-    assert len(messages) == len(set(messages)) == n + 1  # every record once, and the bad line's dead letter
-    workers.append(Worker(cfg, tmp_path / "worker.log"))
-    events = [e for line in lines if line.startswith(b"{\"msgid") or line.startswith(b"{\"roomname")
-              for e in map_record(orjson.loads(line), "qqorg")]
-    wait_for(lambda: count(cfg, "SELECT uniqExact(event_id) FROM {db}.raw_events") >= len({e["event_id"]
-                                                                                       for e in events}),
-             180, "the archive's events stored")
-    wait_for(lambda: count(cfg, "SELECT count() FROM {db}.messages") >= n, 60, "the messages stored")
-    assert count(cfg, "SELECT count() FROM {db}.messages") == n
-    expected = replay([orjson.dumps(e) for e in events], until=int(time.time() * 1000))
-    content = {f["finding_id"] for f in expected.findings if f["rule"].startswith("content.")}
-    assert content
-    wait_for(lambda: content <= {r[0] for r in query(cfg, "SELECT finding_id FROM {db}.findings")}, 60,
-             "the content findings")
+    _each_record_once_on_the_topic(cfg, lines, n)
+    _stored_with_replays_findings(cfg, lines, n, workers, tmp_path / "worker.log", 180)
 
 
 def test_an_enforcing_groups_sanctions_are_carried_out_over_the_websocket(tmp_path, kafka, clickhouse, workers):

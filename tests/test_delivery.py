@@ -542,7 +542,6 @@ def test_a_strike_found_by_a_timer_reaches_the_ladder_in_event_time_order(tmp_pa
     assert ids == {f["finding_id"] for f in expected.findings}
 
 
-
 def test_envelopes_written_before_as_dicts_are_read_and_released_like_todays():
     """A changelog recovered from a release that stored envelopes as dicts: the engine reads those
     states on (and rewrites them as lists), and a rebalance forgets the keys of partitions this
