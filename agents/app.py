@@ -313,6 +313,8 @@ def register(app: QunguardApp, cfg: Config) -> DeliveryPath:
                     for store in stores.values():
                         store.keep_only(owned)
                     n = await asyncio.to_thread(engine.reindex, new)
+                    for store in stores.values():  # a changelog read back arrives as objects
+                        await asyncio.to_thread(store.pack)
                     indexed.update(new)
                     sink.expect_recovery()  # their timers may fire again what a dead worker stored
                     log.info("timer index: %d keys of partitions %s", n, sorted(new))

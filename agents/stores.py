@@ -11,57 +11,32 @@ and sends the changelog itself, for three reasons:
   batch's rows are stored (`save`): the changelog must never run ahead of ClickHouse, and the live
   objects move on with the next batch meanwhile.
 - One changelog record per key per batch, not per event.
+- Between batches a value rests as the JSON its changelog record was made of (pipeline/packed_store.py).
 This module does not import Faust: it is handed the table (agents/app.py is the Faust module).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection, Iterator, MutableMapping
+from collections.abc import Awaitable, Callable, Collection, MutableMapping
 from typing import Any
 
-import orjson
-
-from pipeline.engine import envelope_partition
+from pipeline.packed_store import PackedStore, Snapshot
 
 Send = Callable[[str, bytes, bytes | None, int | None], Awaitable[None]]  # topic, key, value, partition
 
 
-class TableStore(MutableMapping[str, Any]):
+class TableStore(PackedStore):
+    """A `PackedStore` over the table's local store: values rest as JSON between batches."""
+
     def __init__(self, table: Any) -> None:
+        super().__init__()
         self.table = table
-        self.dirty: dict[str, int | None] = {}  # key → for a deleted key, the partition it had
 
     @property
     def _data(self) -> MutableMapping[str, Any]:
         return self.table.data  # the local store, without Faust's per-access hooks
 
-    def __getitem__(self, key: str) -> Any:
-        return self._data[key]
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self._data[key] = value
-        self.dirty[key] = None
-
-    def __delitem__(self, key: str) -> None:
-        self.dirty[key] = envelope_partition(self._data.pop(key))
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(list(self._data.keys()))
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def snapshot(self) -> dict[str, tuple[int | None, bytes | None]]:
-        """The keys changed since the last snapshot, serialised now: key → (partition, JSON or None)."""
-        dirty, self.dirty = self.dirty, {}
-        data = self._data
-        out: dict[str, tuple[int | None, bytes | None]] = {}
-        for key, had in dirty.items():
-            value = data.get(key)
-            out[key] = (had, None) if value is None else (envelope_partition(value), orjson.dumps(value))
-        return out
-
-    async def save(self, keys: dict[str, tuple[int | None, bytes | None]], send: Send) -> None:
+    async def save(self, keys: Snapshot, send: Send) -> None:
         """Send one changelog record per key (a deleted key: a tombstone to the partition it had)
         through `send(topic, key, value, partition)`, which hands it to the producer.
 
@@ -75,14 +50,6 @@ class TableStore(MutableMapping[str, Any]):
             # so that recovery reads it and compaction meets the records of earlier releases
             raw, _ = topic.prepare_key(key, None)
             await send(name, raw, value, partition)
-
-    def keep_only(self, partitions: Collection[int]) -> int:
-        """Forget (locally, no changelog) keys of partitions this worker no longer owns."""
-        gone = [k for k, v in self._data.items() if (p := envelope_partition(v)) is not None and p not in partitions]
-        for k in gone:
-            del self._data[k]
-            self.dirty.pop(k, None)
-        return len(gone)
 
 
 def create_stores(app: Any, names: Collection[str], partitions: int) -> dict[str, TableStore]:

@@ -7,6 +7,9 @@ groups are active at once):
   - the flood detector through the Engine (flood.repeat and flood.rate, state in dicts, as replay
     and the worker run it, with the worker's garbage-collector settings, processor.tune_gc), and
     its timers ticked every --tick-ms of event time as the worker's timer ticks them;
+  - state held as the worker holds it (pipeline/packed_store.py): after every --take messages (the
+    worker's take of single-message records) the changed groups are serialised for the changelog
+    and rest as that JSON; the next message of a group decodes it. Both costs are in the rate;
   - memory: what the flood state of all groups holds at the end (tracemalloc; the engine's store and
     due-time index, less the state of groups released meanwhile), per active group, and the size
     of one group's changelog record (its JSON), which is what a restart reads back.
@@ -31,6 +34,7 @@ import orjson  # noqa: E402
 from pipeline.detectors.flood import FloodDetector  # noqa: E402
 from pipeline.devtools.simulate import Simulator  # noqa: E402
 from pipeline.engine import Engine  # noqa: E402
+from pipeline.packed_store import PackedStore  # noqa: E402
 from pipeline.policy import Policy  # noqa: E402
 from pipeline.processor import tune_gc  # noqa: E402
 from schemas.records import validate_event  # noqa: E402
@@ -62,14 +66,16 @@ def messages(groups: int, total: int, seed: int, span_s: float) -> list[dict]:
     return out[:total]
 
 
-def run(events: list[dict] | list[bytes], tick_ms: int) -> tuple[Engine, int]:
+def run(events: list[dict] | list[bytes], tick_ms: int, take: int) -> tuple[Engine, int]:
     """The events through the flood detector, ticked every `tick_ms` of event time as the worker's
-    timer ticks it; the findings made. Events as bytes are decoded one by one, as the worker
-    decodes its records: what the state keeps of them (ids, timestamps) is then its own."""
-    engine = Engine(Policy(), detectors=[FloodDetector(Policy())])
+    timer ticks it, its state snapshotted every `take` events; the findings made. Events as bytes
+    are decoded one by one, as the worker decodes its records: what the state keeps of them (ids,
+    timestamps) is then its own."""
+    store = PackedStore()
+    engine = Engine(Policy(), detectors=[FloodDetector(Policy())], stores={"flood": store})
     found = 0
     next_tick: int | None = None
-    for raw in events:
+    for n, raw in enumerate(events, 1):
         e = orjson.loads(raw) if isinstance(raw, bytes) else raw
         if next_tick is None:
             next_tick = e["ts"] + tick_ms
@@ -77,6 +83,9 @@ def run(events: list[dict] | list[bytes], tick_ms: int) -> tuple[Engine, int]:
             found += len(engine.tick(next_tick).findings)
             next_tick += tick_ms
         found += len(engine.process(e, []).findings)
+        if n % take == 0:
+            store.snapshot()
+    store.snapshot()
     return engine, found
 
 
@@ -87,6 +96,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=5)
     ap.add_argument("--span", type=float, default=300, help="seconds of event time the messages cover")
     ap.add_argument("--tick-ms", type=int, default=1000, help="event time between timer ticks")
+    ap.add_argument("--take", type=int, default=200,
+                    help="messages between state snapshots (agents/app.py TAKE_RECORDS)")
     args = ap.parse_args()
 
     events = messages(args.groups, args.messages, args.seed, args.span)
@@ -100,14 +111,14 @@ def main() -> None:
     jieba_rate = len(sample) / (time.perf_counter() - t)
 
     t = time.perf_counter()
-    _, found = run(events, args.tick_ms)
+    _, found = run(events, args.tick_ms, args.take)
     elapsed = time.perf_counter() - t
     # Memory in a second pass: tracemalloc slows every allocation, so it stays out of the timing.
     records = [orjson.dumps(e) for e in events]
     del events[1:]
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
-    engine, _ = run(records, args.tick_ms)
+    engine, _ = run(records, args.tick_ms, args.take)
     held = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
     store = engine.stores["flood"]

@@ -36,13 +36,14 @@ from pipeline.delivery.clock import EventClock
 from pipeline.delivery.order import TP, OrderGate
 from pipeline.delivery.settled import EARLIEST
 from pipeline.engine import Settled
+from pipeline.packed_store import Snapshot
 from pipeline.processor import Batch, Processor
 from pipeline.sink.writer import SinkStopped
 from schemas.rows import Source
 
 log = logging.getLogger("qunguard.delivery")
 
-StateSnapshot = dict[str, dict[str, tuple[int | None, bytes | None]]]  # store → key → (partition, value)
+StateSnapshot = dict[str, Snapshot]  # per store
 
 
 @dataclass(frozen=True, slots=True)

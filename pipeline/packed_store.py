@@ -1,0 +1,89 @@
+"""Detector state that rests as JSON bytes: the mapping the worker's engine reads and writes.
+
+Every stored value is an engine envelope (pipeline/engine.py). A key changed since the last
+`snapshot` holds its live object; `snapshot` serialises the changed keys (the changelog needs their
+JSON anyway) and keeps that JSON in place of the object, and the next read of the key decodes it.
+Python objects cost three to four times their JSON (a flood state of 500 bytes of JSON held 1.8 KB
+as lists and ints), so a worker holding a hundred thousand groups keeps about a third of the memory,
+and pays one decode per key per batch that touches it.
+
+orjson's `dumps` returns its bytes in a buffer rounded up to a power of two (4 to 8 KB for a few
+hundred bytes; home-assistant/core#181240 measured the same): what rests here is a right-sized copy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator, MutableMapping
+from typing import Any
+
+import orjson
+
+from pipeline.engine import envelope_partition
+
+Snapshot = dict[str, tuple[int | None, bytes | None]]  # key → (partition, JSON, or None for deleted)
+
+
+def pack(value: Any) -> bytes:
+    """A value's JSON, right-sized to rest in memory."""
+    return bytes(memoryview(orjson.dumps(value)))
+
+
+class PackedStore(MutableMapping[str, Any]):
+    def __init__(self, data: MutableMapping[str, Any] | None = None) -> None:
+        self._held: MutableMapping[str, Any] = {} if data is None else data
+        self.dirty: dict[str, int | None] = {}  # key → for a deleted key, the partition it had
+
+    @property
+    def _data(self) -> MutableMapping[str, Any]:
+        return self._held
+
+    def __getitem__(self, key: str) -> Any:
+        value = self._data[key]
+        return orjson.loads(value) if type(value) is bytes else value
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._data[key] = value
+        self.dirty[key] = None
+
+    def __delitem__(self, key: str) -> None:
+        self.dirty[key] = envelope_partition(self[key])
+        del self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._data.keys()))
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def snapshot(self) -> Snapshot:
+        """The keys changed since the last snapshot, serialised now (and resting so from now on)."""
+        dirty, self.dirty = self.dirty, {}
+        data = self._data
+        out: Snapshot = {}
+        for key, had in dirty.items():
+            value = data.get(key)
+            if value is None:
+                out[key] = (had, None)
+                continue
+            raw = value if type(value) is bytes else pack(value)
+            data[key] = raw
+            out[key] = (envelope_partition(value if raw is not value else orjson.loads(raw)), raw)
+        return out
+
+    def pack(self) -> int:
+        """Let every value that is not changed since the last snapshot rest as JSON (after a
+        changelog was read back, whose values arrive as objects). Returns how many were packed."""
+        data = self._data
+        live = [k for k, v in data.items() if type(v) is not bytes and k not in self.dirty]
+        for key in live:
+            data[key] = pack(data[key])
+        return len(live)
+
+    def keep_only(self, partitions: Collection[int]) -> int:
+        """Forget (locally, nothing recorded) keys of partitions this worker no longer owns."""
+        data = self._data
+        gone = [k for k in data if (p := envelope_partition(self[k])) is not None and p not in partitions]
+        for k in gone:
+            del data[k]
+            self.dirty.pop(k, None)
+        return len(gone)
