@@ -7,8 +7,7 @@ Python objects cost three to four times their JSON (a flood state of 500 bytes o
 as lists and ints), so a worker holding a hundred thousand groups keeps about a third of the memory,
 and pays one decode per key per batch that touches it.
 
-orjson's `dumps` returns its bytes in a buffer rounded up to a power of two (4 to 8 KB for a few
-hundred bytes; home-assistant/core#181240 measured the same): what rests here is a right-sized copy.
+What rests here is a right-sized copy of orjson's result (`schemas.rows.json_bytes` says why).
 """
 
 from __future__ import annotations
@@ -19,13 +18,9 @@ from typing import Any
 import orjson
 
 from pipeline.engine import envelope_partition
+from schemas.rows import json_bytes as pack
 
 Snapshot = dict[str, tuple[int | None, bytes | None]]  # key → (partition, JSON, or None for deleted)
-
-
-def pack(value: Any) -> bytes:
-    """A value's JSON, right-sized to rest in memory."""
-    return bytes(memoryview(orjson.dumps(value)))
 
 
 class PackedStore(MutableMapping[str, Any]):

@@ -9,7 +9,8 @@ import orjson
 
 from pipeline.devtools.simulate import Simulator
 from pipeline.engine import Engine
-from pipeline.packed_store import PackedStore, pack
+from pipeline.packed_store import PackedStore
+from schemas.rows import json_bytes as pack
 from pipeline.policy import Policy
 from schemas.records import validate_event
 

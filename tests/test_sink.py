@@ -128,3 +128,20 @@ def test_a_restart_drops_every_row_already_stored_not_only_its_first_take(backen
     assert len(second.admit(more)) == len(more)
     second.flush()
     assert _counts(backend) == (len(ids) + len(more_ids),) * 2
+
+
+def test_chdb_stores_each_row_as_given(tmp_path):
+    """The embedded backend's insert (one JSON array for all rows, its brackets left out): values
+    that look like the row separators, quotes, line breaks, emoji, nulls and empty arrays."""
+    backend = connect(f"chdb:{tmp_path / 'db'}")
+    db = backend.database
+    backend.execute(f"CREATE DATABASE IF NOT EXISTS {db}")
+    backend.execute(f"CREATE TABLE {db}.t (a UInt32, s String, xs Array(String), n Nullable(String)) "
+                    "ENGINE = MergeTree ORDER BY a")
+    rows = [(1, "],[2,\"x\",[],null],[", ["[", "]", ","], None),
+            (2, "换行\n和\"引号\"\\ 🙂", [], "群"),
+            (3, "", ["收到"], "")]
+    backend.insert("t", ("a", "s", "xs", "n"), rows)
+    assert backend.query(f"SELECT a, s, xs, n FROM {db}.t ORDER BY a") == [
+        (1, "],[2,\"x\",[],null],[", ["[", "]", ","], None), (2, "换行\n和\"引号\"\\ 🙂", [], "群"), (3, "", ["收到"], "")]
+    backend.close()

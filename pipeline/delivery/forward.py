@@ -14,9 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import orjson
-
 from schemas.records import event_key
+from schemas.rows import json_bytes
 
 Envelope = tuple[int, bytes, bytes]  # partition, key (that of its first fact), value
 
@@ -26,7 +25,7 @@ def envelopes(facts: Iterable[dict[str, Any]], partition_of: Callable[[bytes], i
     by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
     for fact in facts:
         key = event_key(fact).encode()
-        by_partition.setdefault(partition_of(key), []).append((key, orjson.dumps(fact)))
+        by_partition.setdefault(partition_of(key), []).append((key, json_bytes(fact)))
     out: list[Envelope] = []
     for partition, items in by_partition.items():
         chunk: list[bytes] = []
