@@ -10,9 +10,9 @@ import orjson
 from pipeline.devtools.simulate import Simulator
 from pipeline.engine import Engine
 from pipeline.packed_store import PackedStore
-from schemas.rows import json_bytes as pack
 from pipeline.policy import Policy
 from schemas.records import validate_event
+from schemas.rows import json_bytes as pack
 
 STATE = [2, ["o", 1_793_498_400_000, [1_793_498_400_000, "k", "m1", "u1"], None, None, None, None,
              {"u1": [0, 1_793_498_400_000, "m1"]}, None, 3, 10], [3, 41, 0]]

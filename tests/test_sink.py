@@ -143,5 +143,7 @@ def test_chdb_stores_each_row_as_given(tmp_path):
             (3, "", ["收到"], "")]
     backend.insert("t", ("a", "s", "xs", "n"), rows)
     assert backend.query(f"SELECT a, s, xs, n FROM {db}.t ORDER BY a") == [
-        (1, "],[2,\"x\",[],null],[", ["[", "]", ","], None), (2, "换行\n和\"引号\"\\ 🙂", [], "群"), (3, "", ["收到"], "")]
+        (1, "],[2,\"x\",[],null],[", ["[", "]", ","], None),
+        (2, "换行\n和\"引号\"\\ 🙂", [], "群"),
+        (3, "", ["收到"], "")]
     backend.close()
