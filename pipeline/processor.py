@@ -106,7 +106,8 @@ class Processor:
             for finding in out.findings:
                 rows["findings"].append(finding_row(finding, src))
             batch.findings.extend(out.findings)
-            _detector_rows(batch, out.rows, partial(_same, src))
+            if out.rows:
+                _detector_rows(batch, out.rows, partial(_same, src))
             batch.forward.extend(out.forward)
             batch.alerts.extend(out.alerts)
             for alert in out.alerts:

@@ -110,6 +110,28 @@ def test_quiet_hours_over_midnight_and_per_group():
     assert rules("", ts=night, msg_type="system") == set()
 
 
+@pytest.mark.parametrize("zone", ["Asia/Shanghai", "Europe/Berlin", "America/St_Johns", "Australia/Lord_Howe"])
+def test_quiet_hours_agree_with_the_local_clock_across_offset_changes(zone):
+    """The quick test (the zone's offset per hour) against the local time of day as datetime gives
+    it, minute by minute over two days around each of the zone's 2026 offset changes (half-hour
+    zones and a half-hour change among them) and one ordinary day."""
+    from datetime import datetime, time, timedelta
+    from zoneinfo import ZoneInfo
+
+    from pipeline.detectors.content.quiet_hours import in_quiet_hours
+
+    tz = ZoneInfo(zone)
+    days = [datetime(2026, m, d, tzinfo=tz) for m, d in ((3, 27), (4, 4), (10, 3), (10, 24), (11, 1), (6, 1))]
+    for start, end in ((time(22), time(8)), (time(1, 30), time(3)), (time(2, 15), time(2, 45))):
+        for day in days:
+            for minute in range(0, 2 * 24 * 60, 7):
+                ts = int((day + timedelta(minutes=minute)).timestamp() * 1000) + 13_000
+                local = datetime.fromtimestamp(ts / 1000, tz)
+                t = local.time()
+                inside = (start <= t < end) if start < end else (t >= start or t < end)
+                assert in_quiet_hours(ts, start, end, tz) == (local if inside else None), (zone, local)
+
+
 def test_split_message_evasion_within_the_window():
     engine = Engine()
     assert engine.process(message("今晚一起去网上赌", n=1), []).findings == []

@@ -130,8 +130,8 @@ def after_quiet(at: int, cfg: Alerts) -> int:
     if cfg.quiet is None:
         return at
     start, end, zone = cfg.quiet
-    inside, local = in_quiet_hours(at, start, end, zone)
-    if not inside:
+    local = in_quiet_hours(at, start, end, zone)
+    if local is None:
         return at
     day = local.date() if local.time() < end else local.date() + timedelta(days=1)
     return int(datetime.combine(day, end, zone).timestamp() * 1000)

@@ -187,12 +187,12 @@ class LadderStage:
         if not cfg.steps:
             return
         since = now - int(cfg.window_days * DAY_MS)
-        strikes = sorted(((e[TS], fid, e) for fid, e in m["k"].items()
-                          if since < e[TS] <= now and _counts(cfg, e)), key=lambda s: (s[0], s[1]))
-        level = max((i for i, step in enumerate(cfg.steps) if step.strikes <= len(strikes)), default=-1)
+        counted = [(e[TS], fid, e) for fid, e in m["k"].items() if since < e[TS] <= now and _counts(cfg, e)]
+        level = max((i for i, step in enumerate(cfg.steps) if step.strikes <= len(counted)), default=-1)
         issued = max((s[1] for s in m["s"] if since < s[0] <= now and not s[3]), default=-1)
         if level <= issued:
-            return
+            return  # most strikes: no new step, and no need to order them
+        strikes = sorted(counted, key=lambda s: (s[0], s[1]))
         step = cfg.steps[level]
         last = strikes[-1][2]
         evidence: dict[str, Any] = {

@@ -47,7 +47,7 @@ def _recent(state: Any, since: int) -> dict[str, dict[str, list[Any]]]:
 def _carried(state: Any, hits: dict[str, dict[str, str]], msg_id: str, ts: int,
              since: int) -> dict[str, dict[str, list[Any]]]:
     """The cues to keep: those of the sender's messages within the window, this one's last."""
-    cues = _recent(state, since)
+    cues = _recent(state, since) if state and "cues" in state else {}
     for rule, groups in hits.items():
         cues.setdefault(rule, {}).update({g: [msg_id, cue, ts] for g, cue in groups.items()})
     return cues
@@ -57,6 +57,8 @@ def _across(state: Any, hits: dict[str, dict[str, str]], talked_about: set[str],
             since: int) -> list[tuple[str, str, Any]]:
     """Combinations completed over the sender's messages since `since` and this one (我是王总 / 你先帮我
     转一笔款): the cues named with the message each is in."""
+    if not hits or not state or "cues" not in state:
+        return []  # no cue here, or none before it: no combination spread over messages
     out = []
     for rule, before in _recent(state, since).items():
         now = hits.get(rule, {})
@@ -155,8 +157,8 @@ class ContentDetector:
                 out["content.too_long"] = ("low", {"chars": length, "limit": content.max_chars})
         if content.quiet is not None:
             start, end, tz = content.quiet
-            inside, local = in_quiet_hours(event["ts"], start, end, tz)
-            if inside:
+            local = in_quiet_hours(event["ts"], start, end, tz)
+            if local is not None:
                 out["conduct.quiet_hours"] = ("low", {
                     "local_time": local.strftime("%Y-%m-%d %H:%M"), "quiet_hours": [str(start)[:5], str(end)[:5]],
                     "tz": str(tz)})
