@@ -4,8 +4,8 @@ Every stored value is an engine envelope (pipeline/engine.py). A key changed sin
 `snapshot` holds its live object; `snapshot` serialises the changed keys (the changelog needs their
 JSON anyway) and keeps that JSON in place of the object, and the next read of the key decodes it.
 Python objects cost three to four times their JSON (a flood state of 500 bytes of JSON held 1.8 KB
-as lists and ints), so a worker holding a hundred thousand groups keeps about a third of the memory,
-and pays one decode per key per batch that touches it.
+as lists and ints): with 100,000 active groups the flood state took 903 bytes per group instead of
+1,759, index included (bench/bench_flood.py), for one decode per key per batch that touches it.
 
 What rests here is a right-sized copy of orjson's result (`schemas.rows.json_bytes` says why).
 """
@@ -60,9 +60,11 @@ class PackedStore(MutableMapping[str, Any]):
             if value is None:
                 out[key] = (had, None)
                 continue
-            raw = value if type(value) is bytes else pack(value)
-            data[key] = raw
-            out[key] = (envelope_partition(value if raw is not value else orjson.loads(raw)), raw)
+            if type(value) is bytes:
+                out[key] = (envelope_partition(orjson.loads(value)), value)
+            else:
+                data[key] = raw = pack(value)
+                out[key] = (envelope_partition(value), raw)
         return out
 
     def pack(self) -> int:

@@ -29,9 +29,13 @@ def in_quiet_hours(ts_ms: int, start: time, end: time, tz: ZoneInfo) -> datetime
     else None. Every message is checked: the time of day comes from the zone's offset for that
     hour, and the local datetime is made only for a message inside."""
     offset = _offset_ms(tz, ts_ms // HOUR_MS)
-    local = None if offset is not None else datetime.fromtimestamp(ts_ms / 1000, tz)
-    t = (ts_ms + offset) % 86_400_000 * 1000 if offset is not None else _us(local.time())  # type: ignore[union-attr]
+    local: datetime | None = None
+    if offset is None:  # the hour of an offset change
+        local = datetime.fromtimestamp(ts_ms / 1000, tz)
+        t = _us(local.time())
+    else:
+        t = (ts_ms + offset) % 86_400_000 * 1000
     s, e = _us(start), _us(end)
     if not ((s <= t < e) if s < e else (t >= s or t < e)):
         return None
-    return local or datetime.fromtimestamp(ts_ms / 1000, tz)
+    return local if local is not None else datetime.fromtimestamp(ts_ms / 1000, tz)
