@@ -258,10 +258,10 @@ class Engine:
     def _schedule(self, i: int, key: str, partition: int | None, due: int | None) -> None:
         if due is None:
             return
-        current = self._due[i].get(key)
+        live = self._due[i]
+        current = live.get(key)
         if current is not None and current <= due:
             return  # the earlier entry fires first; the tick then asks again
-        live = self._due[i]
         live[key] = due
         at = (partition, i)
         heap = self._heaps.get(at)

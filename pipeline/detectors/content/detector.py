@@ -37,7 +37,9 @@ _TextEvidence = tuple[str, tuple[_Entry, ...], dict[str, dict[str, str]], set[st
 def _recent(state: Any, since: int) -> dict[str, dict[str, list[Any]]]:
     """The cues of the sender's messages since `since`: rule → group → [msg_id, cue, ts]."""
     out: dict[str, dict[str, list[Any]]] = {}
-    for rule, groups in (state or {}).get("cues", {}).items():
+    if not state or "cues" not in state:
+        return out  # most senders: no cue in their recent messages
+    for rule, groups in state["cues"].items():
         kept = {g: c for g, c in groups.items() if c[2] >= since}
         if kept:
             out[rule] = kept
@@ -47,7 +49,7 @@ def _recent(state: Any, since: int) -> dict[str, dict[str, list[Any]]]:
 def _carried(state: Any, hits: dict[str, dict[str, str]], msg_id: str, ts: int,
              since: int) -> dict[str, dict[str, list[Any]]]:
     """The cues to keep: those of the sender's messages within the window, this one's last."""
-    cues = _recent(state, since) if state and "cues" in state else {}
+    cues = _recent(state, since)
     for rule, groups in hits.items():
         cues.setdefault(rule, {}).update({g: [msg_id, cue, ts] for g, cue in groups.items()})
     return cues
@@ -57,8 +59,8 @@ def _across(state: Any, hits: dict[str, dict[str, str]], talked_about: set[str],
             since: int) -> list[tuple[str, str, Any]]:
     """Combinations completed over the sender's messages since `since` and this one (我是王总 / 你先帮我
     转一笔款): the cues named with the message each is in."""
-    if not hits or not state or "cues" not in state:
-        return []  # no cue here, or none before it: no combination spread over messages
+    if not hits:
+        return []  # no cue here: no combination completed by this message
     out = []
     for rule, before in _recent(state, since).items():
         now = hits.get(rule, {})
