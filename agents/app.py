@@ -155,20 +155,25 @@ class FaustPorts:
         await self.app.producer.send(topic, key, value, partition, None, headers)
 
     async def publish(self, batch: Batch) -> None:
-        dead, findings, alerts = (t.get_topic_name() for t in (self.dead, self.findings, self.alerts))
+        dead, findings = self.dead.get_topic_name(), self.findings.get_topic_name()
         for dl in batch.dead:
             await self._send(dead, dl["dl_id"].encode(), orjson.dumps(deadletter_message(dl)))
         for f in batch.findings:
             await self._send(findings, (f["group_id"] or f["org_id"]).encode(), orjson.dumps(f))
-        for a in batch.alerts:
-            # keyed by channel: one notifier holds a channel, so its budget is kept in one place
-            await self._send(alerts, a["channel"].encode(), orjson.dumps(a))
+        await self.publish_alerts([a for a in batch.alerts if a["alert_id"] not in batch.early])
         # half the broker's limit per envelope: headroom for the record's own framing
         limit = self.cfg.kafka.max_message_bytes // 2
         events = self.events.get_topic_name()
         for partition, key, value in envelopes(batch.forward, self._partition_of, limit):
             await self._send(events, key, value, partition, [(FORWARD_HEADER, b"forward")])
         await self.app.producer.flush()  # acknowledged before the rows that explain them are written
+
+    async def publish_alerts(self, alerts: list[dict[str, Any]]) -> None:
+        """Hand alerts to the producer (acknowledged at the next `publish`'s flush)."""
+        topic = self.alerts.get_topic_name()
+        for a in alerts:
+            # keyed by channel: one notifier holds a channel, so its budget is kept in one place
+            await self._send(topic, a["channel"].encode(), orjson.dumps(a))
 
     def snapshot_state(self) -> StateSnapshot:
         return {name: snap for name, store in self.stores.items() if (snap := store.snapshot())}
@@ -215,6 +220,16 @@ class FaustPorts:
         name = self.events.get_topic_name()
         ends = await self.app.consumer.highwaters(*(FaustTP(name, p) for p in partitions))
         return {(name, p): ends.get(FaustTP(name, p)) for p in partitions}
+
+
+def faust_worker(app: faust.App, level: str) -> faust.Worker:
+    """Faust's worker without its terminal spinner: for the spinner, at levels of warning and above
+    (ours by default), Faust sets the root logger to DEBUG, and every debug call of the Kafka client
+    then built a log record only for the handler to drop it (4% of the worker's CPU in
+    bench/bench_alerts.py, most of it aiokafka's line per record sent)."""
+    worker = faust.Worker(app, loglevel=level.upper(), quiet=True)
+    worker.spinner = None
+    return worker
 
 
 def register(app: QunguardApp, cfg: Config) -> DeliveryPath:
@@ -340,7 +355,7 @@ def run_worker(cfg: Config) -> int:
     tune_gc()
     # `kill -USR1 <pid>` prints every thread's stack to the log: how to see what a stuck worker waits on.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
-    worker = faust.Worker(app, loglevel=cfg.worker.log_level.upper(), quiet=True)
+    worker = faust_worker(app, cfg.worker.log_level)
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:  # Faust's way out, also after a clean stop

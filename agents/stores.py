@@ -17,7 +17,7 @@ This module does not import Faust: it is handed the table (agents/app.py is the 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection, MutableMapping
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 from pipeline.packed_store import PackedStore, Snapshot
@@ -30,11 +30,19 @@ class TableStore(PackedStore):
 
     def __init__(self, table: Any) -> None:
         super().__init__()
+        del self._data  # found on first use, below
         self.table = table
 
-    @property
-    def _data(self) -> MutableMapping[str, Any]:
-        return self.table.data  # the local store, without Faust's per-access hooks
+    def __getattr__(self, name: str) -> Any:
+        """`_data`, on first use (the table makes its store lazily): the local store without Faust's
+        per-access hooks; for the in-memory store, the dict inside it (Faust's memory store only
+        clears and updates that dict, never replaces it), which saves two Python calls per read."""
+        if name != "_data":
+            raise AttributeError(name)
+        store = self.table.data
+        inner = getattr(store, "data", None)
+        self._data = inner if type(inner) is dict else store
+        return self._data
 
     async def save(self, keys: Snapshot, send: Send) -> None:
         """Send one changelog record per key (a deleted key: a tombstone to the partition it had)

@@ -2,10 +2,12 @@
 
 Every stored value is an engine envelope (pipeline/engine.py). A key changed since the last
 `snapshot` holds its live object; `snapshot` serialises the changed keys (the changelog needs their
-JSON anyway) and keeps that JSON in place of the object, and the next read of the key decodes it.
+JSON anyway). A key that the next batch leaves alone then rests as that JSON, and a read of it
+decodes it; a key changed again in the next batch (a busy group: in the alert benchmark every group,
+every batch) stays an object, so it is never decoded, only serialised for its changelog.
 Python objects cost three to four times their JSON (a flood state of 500 bytes of JSON held 1.8 KB
 as lists and ints): with 100,000 active groups the flood state took 903 bytes per group instead of
-1,759, index included (bench/bench_flood.py), for one decode per key per batch that touches it.
+1,759, index included (bench/bench_flood.py), for one decode per key each time it wakes from rest.
 
 What rests here is a right-sized copy of orjson's result (`schemas.rows.json_bytes` says why).
 """
@@ -24,16 +26,22 @@ Snapshot = dict[str, tuple[int | None, bytes | None]]  # key → (partition, JSO
 
 
 class PackedStore(MutableMapping[str, Any]):
-    def __init__(self, data: MutableMapping[str, Any] | None = None) -> None:
-        self._held: MutableMapping[str, Any] = {} if data is None else data
-        self.dirty: dict[str, int | None] = {}  # key → for a deleted key, the partition it had
+    # What holds the values: a plain attribute, not a property, because the engine reads and writes
+    # every detector's store for every event (a subclass may set it lazily, agents/stores.py).
+    _data: MutableMapping[str, Any]
 
-    @property
-    def _data(self) -> MutableMapping[str, Any]:
-        return self._held
+    def __init__(self, data: MutableMapping[str, Any] | None = None) -> None:
+        self._data = {} if data is None else data
+        self.dirty: dict[str, int | None] = {}  # key → for a deleted key, the partition it had
+        self.cooling: dict[str, bytes] = {}  # keys the last snapshot serialised → that JSON
 
     def __getitem__(self, key: str) -> Any:
         value = self._data[key]
+        return orjson.loads(value) if type(value) is bytes else value
+
+    def get(self, key: str, default: Any = None) -> Any:
+        # Mapping.get goes through __getitem__ and a KeyError for every new key: twice the calls.
+        value = self._data.get(key, default)
         return orjson.loads(value) if type(value) is bytes else value
 
     def __setitem__(self, key: str, value: Any) -> None:
@@ -43,6 +51,7 @@ class PackedStore(MutableMapping[str, Any]):
     def __delitem__(self, key: str) -> None:
         self.dirty[key] = envelope_partition(self[key])
         del self._data[key]
+        self.cooling.pop(key, None)
 
     def __iter__(self) -> Iterator[str]:
         return iter(list(self._data.keys()))
@@ -51,9 +60,14 @@ class PackedStore(MutableMapping[str, Any]):
         return len(self._data)
 
     def snapshot(self) -> Snapshot:
-        """The keys changed since the last snapshot, serialised now (and resting so from now on)."""
+        """The keys changed since the last snapshot, serialised now. Those the last snapshot
+        serialised and nothing changed since rest as that JSON from now on."""
         dirty, self.dirty = self.dirty, {}
         data = self._data
+        for key, raw in self.cooling.items():
+            if key not in dirty and key in data:
+                data[key] = raw
+        self.cooling = cooling = {}
         out: Snapshot = {}
         for key, had in dirty.items():
             value = data.get(key)
@@ -63,7 +77,7 @@ class PackedStore(MutableMapping[str, Any]):
             if type(value) is bytes:
                 out[key] = (envelope_partition(orjson.loads(value)), value)
             else:
-                data[key] = raw = pack(value)
+                cooling[key] = raw = pack(value)
                 out[key] = (envelope_partition(value), raw)
         return out
 
@@ -73,7 +87,8 @@ class PackedStore(MutableMapping[str, Any]):
         data = self._data
         live = [k for k, v in data.items() if type(v) is not bytes and k not in self.dirty]
         for key in live:
-            data[key] = pack(data[key])
+            raw = self.cooling.pop(key, None)
+            data[key] = raw if raw is not None else pack(data[key])
         return len(live)
 
     def keep_only(self, partitions: Collection[int]) -> int:
@@ -83,4 +98,5 @@ class PackedStore(MutableMapping[str, Any]):
         for k in gone:
             del data[k]
             self.dirty.pop(k, None)
+            self.cooling.pop(k, None)
         return len(gone)

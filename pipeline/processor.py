@@ -58,6 +58,7 @@ class Batch:
     dead: list[dict[str, Any]] = field(default_factory=list)
     alerts: list[dict[str, Any]] = field(default_factory=list)
     forward: list[dict[str, Any]] = field(default_factory=list)  # events for other keys' partitions
+    early: set[str] = field(default_factory=set)  # ids of `alerts` published already, during detection
     # Per source (topic, partition), the latest event time of a producer's event (not a forwarded
     # fact): the progress other partitions' forwards are measured against (delivery/settled.py).
     event_time: dict[tuple[str, int], int] = field(default_factory=dict)
@@ -74,8 +75,11 @@ class Processor:
         self.engine = engine or Engine(load_policy(cfg.policy.file))
         self.timer_topic = cfg.topic("timer")
 
-    def process(self, records: Iterable[tuple[bytes | None, Source] | tuple[bytes | None, Source, bool]]) -> Batch:
-        """Records as (value, source[, internal]); `internal` marks qunguard's own forwarded facts."""
+    def process(self, records: Iterable[tuple[bytes | None, Source] | tuple[bytes | None, Source, bool]],
+                urgent: Callable[[list[dict[str, Any]], Source], None] | None = None) -> Batch:
+        """Records as (value, source[, internal]); `internal` marks qunguard's own forwarded facts.
+        `urgent` is handed each event's alerts as soon as that event is detected (the delivery path
+        publishes them then, instead of after the whole batch); they are in the batch as well."""
         decoded = Decoded()
         limit = self.cfg.ingest.max_text_chars
         for rec in records:
@@ -109,9 +113,12 @@ class Processor:
             if out.rows:
                 _detector_rows(batch, out.rows, partial(_same, src))
             batch.forward.extend(out.forward)
-            batch.alerts.extend(out.alerts)
-            for alert in out.alerts:
-                rows["alerts"].append(alert_row(alert, src))
+            if out.alerts:
+                batch.alerts.extend(out.alerts)
+                for alert in out.alerts:
+                    rows["alerts"].append(alert_row(alert, src))
+                if urgent is not None:
+                    urgent(out.alerts, src)
         for dl in decoded.dead:
             rows["deadletter"].append(deadletter_row(dl))
             batch.dead.append(dl)

@@ -23,6 +23,7 @@ from pipeline.delivery.path import DeliveryPath, Record, StateSnapshot
 from pipeline.delivery.settled import EARLIEST, Progress, settled, stage_bounds
 from pipeline.devtools.simulate import START_TS, Simulator
 from pipeline.engine import Engine
+from pipeline.policy import load_policy
 from pipeline.processor import Batch, Processor
 from pipeline.replay import replay
 from pipeline.sink.backends import connect
@@ -124,7 +125,7 @@ class FakeKafka:
         self.progress: dict[int, Progress] = {}
         self.ticks: dict[int, dict[str, int]] = {}  # how far each partition's stages ticked
         self.changelog: dict[str, dict[str, bytes | None]] = {}
-        self.published: dict[str, list[dict]] = {"findings": [], "dead": [], "alerts": []}
+        self.published: dict[str, list[dict]] = {"findings": [], "dead": [], "alerts": [], "early": []}
 
     @staticmethod
     def partition(key: bytes) -> int:
@@ -161,10 +162,15 @@ class FakePorts:
         self.step("publish")
         self.kafka.published["findings"] += batch.findings
         self.kafka.published["dead"] += batch.dead
-        self.kafka.published["alerts"] += batch.alerts
+        self.kafka.published["alerts"] += [a for a in batch.alerts if a["alert_id"] not in batch.early]
         # as the worker sends them: one envelope per partition (small, so that some split)
         for partition, _, value in envelopes(batch.forward, self.kafka.partition, 2_000):
             self.kafka.log[partition].append((value, True))
+
+    async def publish_alerts(self, alerts: list[dict]) -> None:
+        self.step("publish_alerts")
+        self.kafka.published["alerts"] += alerts
+        self.kafka.published["early"] += alerts
 
     def snapshot_state(self) -> StateSnapshot:
         return {n: snap for n, s in self.stores.items() if (snap := s.snapshot())}
@@ -282,13 +288,13 @@ async def _consume(path: DeliveryPath, kafka: FakeKafka, rng: random.Random, chu
 
 
 async def _run(kafka: FakeKafka, backend, cfg, kills: list[tuple[str, int]], until: int, rng: random.Random,
-               chunk: int = 7) -> int:
+               chunk: int = 7, policy=None) -> int:
     """Consume the whole log (records appear as forwards are published), killing the worker at each
     planned point and restarting it; deliver out of order and twice now and then, as Faust does."""
     restarts = 0
     kills = list(kills)
     while True:
-        path, engine = _worker(kafka, backend, cfg, kills.pop(0) if kills else None)
+        path, engine = _worker(kafka, backend, cfg, kills.pop(0) if kills else None, policy=policy)
         try:
             await _settle(path, engine, kafka, rng, until, chunk)
             return restarts
@@ -347,6 +353,118 @@ def test_killed_anywhere_the_path_stores_everything_once_and_agrees_with_replay(
     backend.close()
 
 
+URGENT_TO_HOOK = "alerts: {to: [hook], min_severity: high}\n"  # high findings: an alert at once
+
+
+@pytest.mark.parametrize("kills", [[], [("publish_alerts", 3), ("write", 2), ("before-write", 2), ("publish", 4)]],
+                         ids=["no-fault", "killed"])
+def test_urgent_alerts_published_during_detection_are_each_stored_once_and_agree_with_replay(tmp_path, kills):
+    (tmp_path / "policy.yaml").write_text(URGENT_TO_HOOK, encoding="utf-8")
+    policy = load_policy(tmp_path / "policy.yaml")
+    records = _events(3000, seed=11)
+    kafka = FakeKafka()
+    for key, value in records:
+        kafka.append(key, value)
+    lines = b"\n".join(v for _, v in records).splitlines()
+    until = max(f["ts"] for f in replay(lines, until=None).findings) + 3 * 86_400_000
+    expected = {a["alert_id"] for a in replay(lines, until=until, policy=policy).alerts}
+    backend = connect(f"chdb:{tmp_path / 'db'}")
+    migrate(backend)
+    cfg = load_config(env={"QG_KAFKA_TOPIC_PREFIX": "t.", "QG_SINK_BATCH_ROWS": "1500"})
+    try:
+        assert asyncio.run(_run(kafka, backend, cfg, kills, until, random.Random(5), policy=policy)) == len(kills)
+        rows, distinct = backend.query(f"SELECT count(), uniqExact(alert_id) FROM {backend.database}.alerts")[0]
+        stored = {r[0] for r in backend.query(f"SELECT alert_id FROM {backend.database}.alerts")}
+    finally:
+        backend.close()
+    assert expected and stored == expected and rows == distinct
+    published = [a["alert_id"] for a in kafka.published["alerts"]]
+    assert set(published) == stored
+    early = {a["alert_id"] for a in kafka.published["early"]}
+    assert len(early) > len(stored) // 2  # most went out while their batch was still being detected
+    if not kills:
+        assert len(published) == len(stored)  # and none twice: not early, then again with the batch
+
+
+def test_an_urgent_alert_is_published_while_the_rest_of_its_batch_is_detected(tmp_path):
+    import threading
+
+    (tmp_path / "policy.yaml").write_text(URGENT_TO_HOOK, encoding="utf-8")
+    engine = Engine(load_policy(tmp_path / "policy.yaml"))
+    stores = {d.name: TableStore(FakeTable({})) for d in engine.detectors}
+    engine.stores = dict(stores)
+    kafka = FakeKafka()
+    ports = FakePorts(kafka, stores)
+    backend = connect(f"chdb:{tmp_path / 'db'}")
+    migrate(backend)
+    cfg = load_config(env={"QG_KAFKA_TOPIC_PREFIX": "t."})
+    processor = Processor(cfg, engine)
+    path = DeliveryPath(processor, ClickHouseSink(backend, cfg.sink, timer_topic="t.timer"), ports)
+    handed = threading.Event()
+    seen_during_detection = []
+    tokens = processor.tokenizer.tokens
+
+    def tokenize(text: str) -> list[str]:
+        if text == "下一条消息":  # after the gambling message, in the same batch
+            seen_during_detection.append(handed.wait(10))
+        return tokens(text)
+
+    processor.tokenizer.tokens = tokenize  # type: ignore[method-assign]
+    publish_alerts = ports.publish_alerts
+
+    async def publish_and_tell(alerts):
+        await publish_alerts(alerts)
+        handed.set()
+
+    ports.publish_alerts = publish_and_tell  # type: ignore[method-assign]
+
+    def message(i: int, text: str) -> Record:
+        ev = {"kind": "message", "event_id": f"e{i}", "org_id": "o1", "ts": START_TS + i * 1000,
+              "platform": "wecom", "group_id": "g1", "msg_id": f"m{i}", "sender_id": f"u{i}", "text": text}
+        return Record(orjson.dumps(ev), TOPIC, 0, i)
+
+    async def go() -> None:
+        await path.submit([message(0, "早上好"), message(1, "收到")])  # the sink meets the partition
+        await path.submit([message(2, "澳门赌场百家乐，注册就送彩金"), message(3, "下一条消息")])
+        await path.drain(30)
+
+    try:
+        asyncio.run(go())
+        stored = [r[0] for r in backend.query(f"SELECT alert_id FROM {backend.database}.alerts")]
+    finally:
+        backend.close()
+    assert seen_during_detection == [True]  # the alert was with the producer before the next message
+    assert [a["alert_id"] for a in kafka.published["alerts"]] == stored and len(stored) == 1  # once
+    assert kafka.published["early"] == kafka.published["alerts"]
+
+
+def test_the_first_batch_of_a_partition_publishes_its_alerts_with_the_batch(tmp_path):
+    """Until the sink has asked ClickHouse what it holds of a partition, an alert may be one a
+    previous worker stored and published: it goes the normal way, where admit drops it if stored."""
+    (tmp_path / "policy.yaml").write_text(URGENT_TO_HOOK, encoding="utf-8")
+    engine = Engine(load_policy(tmp_path / "policy.yaml"))
+    stores = {d.name: TableStore(FakeTable({})) for d in engine.detectors}
+    engine.stores = dict(stores)
+    kafka = FakeKafka()
+    ports = FakePorts(kafka, stores)
+    backend = connect(f"chdb:{tmp_path / 'db'}")
+    migrate(backend)
+    cfg = load_config(env={"QG_KAFKA_TOPIC_PREFIX": "t."})
+    path = DeliveryPath(Processor(cfg, engine), ClickHouseSink(backend, cfg.sink, timer_topic="t.timer"), ports)
+    ev = {"kind": "message", "event_id": "e0", "org_id": "o1", "ts": START_TS, "platform": "wecom",
+          "group_id": "g1", "msg_id": "m0", "sender_id": "u0", "text": "澳门赌场百家乐，注册就送彩金"}
+
+    async def go() -> None:
+        await path.submit([Record(orjson.dumps(ev), TOPIC, 0, 0)])
+        await path.drain(30)
+
+    try:
+        asyncio.run(go())
+    finally:
+        backend.close()
+    assert len(kafka.published["alerts"]) == 1 and kafka.published["early"] == []
+
+
 def test_timers_caught_up_with_a_producer_still_sending_old_traffic_agree_with_replay(tmp_path):
     """Last month's traffic produced now (a bridge catching up, a backlog): the worker is caught up
     between the producer's sends and its timer fires on today's wall clock. Deadlines must wait for
@@ -403,6 +521,9 @@ class Sink:
     def admit(self, batch: Batch) -> Batch:
         self.pending_rows += len(batch)
         return batch
+
+    def unseen(self, src, alert_id: str) -> bool:
+        return False
 
     def due(self) -> bool:
         return True

@@ -18,18 +18,34 @@ STATE = [2, ["o", 1_793_498_400_000, [1_793_498_400_000, "k", "m1", "u1"], None,
              {"u1": [0, 1_793_498_400_000, "m1"]}, None, 3, 10], [3, 41, 0]]
 
 
-def test_a_snapshot_leaves_the_changelog_bytes_in_place_and_reads_decode_them() -> None:
+def test_a_key_left_alone_for_a_batch_rests_as_its_changelog_bytes_and_reads_decode_them() -> None:
     store = PackedStore()
     store["g1"] = STATE
     snap = store.snapshot()
     assert snap == {"g1": (3, orjson.dumps(STATE))}
+    assert store._data["g1"] is STATE  # the next batch may change it again: not packed yet
+    assert store.snapshot() == {}  # nothing changed since
     raw = store._data["g1"]
     assert type(raw) is bytes and raw is snap["g1"][1]  # one serialisation for both
     assert store["g1"] == STATE and store["g1"] is not store["g1"]  # each read a fresh object
-    assert store.snapshot() == {}  # nothing changed since
+    assert store.snapshot() == {}
     del store["g1"]
     assert store.snapshot() == {"g1": (3, None)}  # a tombstone to the partition it had
     assert len(store) == 0
+
+
+def test_a_key_changed_in_every_batch_is_never_decoded() -> None:
+    store = PackedStore()
+    value = [1, {"n": 0}, [0, 0, 0]]
+    store["g1"] = value
+    store.snapshot()
+    for n in range(1, 5):  # a batch each
+        env = store["g1"]
+        assert env is value  # the live object, not a decode of its JSON
+        env[1] = {"n": n}
+        store["g1"] = env
+        assert store.snapshot() == {"g1": (0, orjson.dumps([1, {"n": n}, [0, 0, 0]]))}
+    assert store.snapshot() == {} and store._data["g1"] == orjson.dumps([1, {"n": 4}, [0, 0, 0]])
 
 
 def test_values_read_back_from_a_changelog_are_packed_unless_changed_since() -> None:

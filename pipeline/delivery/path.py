@@ -8,7 +8,10 @@
 - **collect** (`ClickHouseSink.admit`): drop rows already stored (after a restart), queue the rest.
 - **publish** (`Ports.publish`): dead letters, findings, alerts and forwarded facts go to their
   topics and are acknowledged, before their rows are written: a crash in between repeats them
-  (consumers key on dl_id / finding_id / alert_id), it never loses them.
+  (consumers key on dl_id / finding_id / alert_id), it never loses them. An urgent alert is handed
+  to the producer as soon as its event is detected (`Ports.publish_alerts`), not after the rest of
+  its batch, when the sink knows its rows are not stored yet (`Sink.unseen`): the copies a crash
+  can make are the same as before, and the publish step's acknowledgement covers it too.
 - **write** (`ClickHouseSink.write`, in a thread): one write in flight beside the detection of the
   next records; a second write waits for the first, which is the backpressure.
 - **save state** (`Ports.save_state`): the detector state as it was after those records, to the
@@ -61,6 +64,7 @@ class Record:
 
 class Sink(Protocol):
     def admit(self, batch: Batch) -> Batch: ...
+    def unseen(self, src: Source, alert_id: str) -> bool: ...
     def due(self) -> bool: ...
     def take(self) -> dict[str, list[tuple[Any, ...]]]: ...
     def write(self, taken: dict[str, list[tuple[Any, ...]]]) -> int: ...
@@ -83,6 +87,7 @@ class Ports(Protocol):
 
     async def start_offsets(self, tps: Collection[TP]) -> dict[TP, int | None]: ...
     async def publish(self, batch: Batch) -> None: ...
+    async def publish_alerts(self, alerts: list[dict[str, Any]]) -> None: ...
     def snapshot_state(self) -> StateSnapshot: ...
     async def save_state(self, snapshot: StateSnapshot) -> None: ...
     async def commit(self, offsets: dict[TP, int]) -> None: ...
@@ -137,7 +142,9 @@ class DeliveryPath:
             admitted = [r for r in records if self.gate.admit(r.tp, r.offset)]
             if admitted:
                 try:
-                    batch = await asyncio.to_thread(self.detect, admitted)
+                    early = _Early(self.sink, self.ports, asyncio.get_running_loop())
+                    batch = await asyncio.to_thread(self.detect, admitted, early)
+                    batch.early = await early.handed()
                     await self._after_detect(batch, _ends(admitted), len(admitted))
                 except BaseException as exc:
                     # The gate has moved past these records: nothing after them may be committed
@@ -146,9 +153,10 @@ class DeliveryPath:
                     raise
         await self.seek_holes()
 
-    def detect(self, records: Sequence[Record]) -> Batch:
+    def detect(self, records: Sequence[Record], early: _Early | None = None) -> Batch:
         return self.processor.process(
-            (r.value, Source(r.topic, r.partition, r.offset), r.internal) for r in records)
+            ((r.value, Source(r.topic, r.partition, r.offset), r.internal) for r in records),
+            early.urgent if early is not None else None)
 
     async def tick(self, now: int, partitions: Collection[int], settled: Settled = None,
                    bounds: Mapping[int, int] | None = None) -> Batch:
@@ -306,6 +314,36 @@ class DeliveryPath:
         stored = await self.drain(timeout)
         self.sink.stop()
         return stored
+
+
+class _Early:
+    """Urgent alerts of one batch, handed to the producer from the event loop while the detect
+    thread goes on with the batch (an alert waited for the whole batch: up to a second at load)."""
+
+    def __init__(self, sink: Sink, ports: Ports, loop: asyncio.AbstractEventLoop) -> None:
+        self.sink = sink
+        self.ports = ports
+        self.loop = loop
+        self.ids: set[str] = set()
+        self.sends: list[asyncio.Future[None]] = []
+
+    def urgent(self, alerts: list[dict[str, Any]], src: Source) -> None:
+        """In the detect thread."""
+        new = [a for a in alerts if a["alert_id"] not in self.ids and self.sink.unseen(src, a["alert_id"])]
+        if new:
+            self.ids.update(a["alert_id"] for a in new)
+            self.loop.call_soon_threadsafe(self._send, new)
+
+    def _send(self, alerts: list[dict[str, Any]]) -> None:
+        self.sends.append(asyncio.ensure_future(self.ports.publish_alerts(alerts)))
+
+    async def handed(self) -> set[str]:
+        """Once detection is done: every send handed over (a failed one fails the batch). The
+        thread's call_soon_threadsafe callbacks ran before the loop resumed the awaiting task: the
+        loop runs its callbacks in order, and the thread's result came after them."""
+        if self.sends:
+            await asyncio.gather(*self.sends)
+        return self.ids
 
 
 def _ends(records: Sequence[Record]) -> dict[TP, int]:

@@ -31,7 +31,7 @@ from pipeline.config import SinkConfig
 from pipeline.processor import Batch
 from pipeline.sink import queries
 from pipeline.sink.backends import Backend, BackendError
-from schemas.rows import TABLES
+from schemas.rows import TABLES, Source
 
 log = logging.getLogger("qunguard.sink")
 T = TypeVar("T")
@@ -81,7 +81,7 @@ class ClickHouseSink:
         self._recover(batch)
         timer_stored = self._timer_stored(batch)
         recovered = self._recovered
-        out = Batch(forward=batch.forward)  # forwarded facts are idempotent where they land
+        out = Batch(forward=batch.forward, early=batch.early)  # forwarded facts are idempotent where they land
         for table, rows in batch.rows.items():
             recent = self._recent[table]
             kept = out.rows[table]
@@ -111,6 +111,16 @@ class ClickHouseSink:
         if self.oldest is None and self.pending_rows:
             self.oldest = self.clock()
         return out
+
+    def unseen(self, src: Source, alert_id: str) -> bool:
+        """Whether the rows of the record at `src` are certainly not stored yet, nor this alert: the
+        partition is past everything ClickHouse held of it when this process met it, and the record
+        lies after all this process admitted from it. Only then may its alerts be published while
+        the rest of its batch is detected (an alert already stored is not published again, admit)."""
+        tp = (src.topic, src.partition)
+        last = self._last_offset.get(tp)
+        return (last is not None and src.offset > last and tp not in self._recovered
+                and alert_id not in self._recent["alerts"])
 
     def _recover(self, batch: Batch) -> None:
         first: dict[TP, int] = {}
