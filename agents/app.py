@@ -178,6 +178,9 @@ class FaustPorts:
     def snapshot_state(self) -> StateSnapshot:
         return {name: snap for name, store in self.stores.items() if (snap := store.snapshot())}
 
+    def state_changed(self) -> bool:
+        return any(store.dirty for store in self.stores.values())
+
     async def save_state(self, snapshot: StateSnapshot) -> None:
         for name, keys in snapshot.items():
             await self.stores[name].save(keys, self._send)

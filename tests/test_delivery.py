@@ -175,6 +175,9 @@ class FakePorts:
     def snapshot_state(self) -> StateSnapshot:
         return {n: snap for n, s in self.stores.items() if (snap := s.snapshot())}
 
+    def state_changed(self) -> bool:
+        return any(s.dirty for s in self.stores.values())
+
     async def save_state(self, snapshot: StateSnapshot) -> None:
         self.step("save_state")
         for name, keys in snapshot.items():
@@ -570,6 +573,36 @@ def test_publish_then_write_then_state_then_commit(tmp_path):
     assert calls == ["publish", "write", "save_state", "commit"]
     assert kafka.committed == {(TOPIC, 0): 20}
     assert kafka.changelog  # the state after those records
+
+
+def test_the_state_is_serialised_once_per_write_as_it_is_after_the_writes_last_batch(tmp_path):
+    calls: list[str] = []
+    path, kafka = _path(tmp_path, calls)
+    snapshots = []
+    snapshot = path.ports.snapshot_state
+
+    def counted():
+        snapshots.append(snapshot())
+        return snapshots[-1]
+
+    path.ports.snapshot_state = counted
+    takes = [0]
+    path.sink.due = lambda: takes[0] >= 3  # the sink's size or age is reached at the third batch
+    records = _records(30)
+
+    async def go():
+        for i in range(3):
+            takes[0] += 1
+            await path.submit(records[i * 10:(i + 1) * 10])
+        await path.wait_written()
+
+    asyncio.run(go())
+    assert calls == ["publish", "publish", "publish", "write", "save_state", "commit"]
+    assert len([s for s in snapshots if s]) == 1  # the three batches' changes, serialised once
+    stores = path.processor.engine.stores
+    assert {name: {k: orjson.loads(v) for k, v in keys.items()} for name, keys in kafka.changelog.items()} == {
+        name: {k: store[k] for k in store} for name, store in stores.items() if len(store)}
+    assert kafka.committed == {(TOPIC, 0): 30}
 
 
 def test_one_write_in_flight_and_close_gives_up_on_a_stuck_write(tmp_path):

@@ -15,8 +15,10 @@
 - **write** (`ClickHouseSink.write`, in a thread): one write in flight beside the detection of the
   next records; a second write waits for the first, which is the backpressure.
 - **save state** (`Ports.save_state`): the detector state as it was after those records, to the
-  changelog, only once their rows are stored; so a restart never skips a record whose rows were
+  changelog, only once their rows are stored, so a restart never skips a record whose rows were
   not written (engine.py explains why a record at or before a key's position is then skipped).
+  It is serialised when the write is cut, under the lock that keeps detection out: a key changed
+  by several batches of one write is serialised once.
 - **commit** (`Ports.commit`): the next offsets of the records stored; then each partition's
   progress (`Ports.progress`: that offset and the latest event time stored from it), which tells
   the stages fed from other partitions how far they may tick (settled.py). Progress is advisory:
@@ -89,6 +91,7 @@ class Ports(Protocol):
     async def publish(self, batch: Batch) -> None: ...
     async def publish_alerts(self, alerts: list[dict[str, Any]]) -> None: ...
     def snapshot_state(self) -> StateSnapshot: ...
+    def state_changed(self) -> bool: ...
     async def save_state(self, snapshot: StateSnapshot) -> None: ...
     async def commit(self, offsets: dict[TP, int]) -> None: ...
     async def progress(self, offsets: dict[TP, int], times: dict[TP, int]) -> None: ...
@@ -121,7 +124,6 @@ class DeliveryPath:
         self.on_fatal = on_fatal or (lambda exc: None)
         self.broken: BaseException | None = None
         self._inflight: asyncio.Task[None] | None = None
-        self._state: StateSnapshot = {}
         self._offsets: dict[TP, int] = {}
         self._times: dict[TP, int] = {}
         self._records = 0
@@ -197,7 +199,6 @@ class DeliveryPath:
             self.on_fatal(exc)
 
     async def _after_detect(self, batch: Batch, offsets: dict[TP, int], records: int, force: bool = False) -> None:
-        state = self.ports.snapshot_state()  # before anything else can change it
         for tp, t in batch.event_time.items():
             self._times[tp] = max(t, self._times.get(tp, t))
         self.event_clock.read({tp[1]: t for tp, t in batch.event_time.items()})
@@ -205,8 +206,6 @@ class DeliveryPath:
         await self.ports.publish(batch)
         if self.observer is not None:
             self.observer.admitted(batch, records)
-        for store, keys in state.items():
-            self._state.setdefault(store, {}).update(keys)
         self._offsets.update(offsets)
         self._records += records
         await self._maybe_write(force)
@@ -219,7 +218,7 @@ class DeliveryPath:
     async def _maybe_write(self, force: bool) -> None:
         if self.broken is not None:
             raise self.broken  # nothing is written or committed after a failed write
-        if not (self.sink.pending_rows or self._offsets or self._state):
+        if not (self.sink.pending_rows or self._offsets or self.ports.state_changed()):
             if force:
                 await self.wait_written()  # a drain: what a write in flight carries is stored too
             return
@@ -228,8 +227,9 @@ class DeliveryPath:
         if not (force or self.sink.due() or not self.sink.pending_rows):
             return
         await self.wait_written()  # one write in flight
-        unit = _Unit(self.sink.take(), self._state, self._offsets, self._times, self._records)
-        self._state, self._offsets, self._times, self._records = {}, {}, {}, 0
+        # the state after every record and timer taken so far, whose rows and offsets go with it
+        unit = _Unit(self.sink.take(), self.ports.snapshot_state(), self._offsets, self._times, self._records)
+        self._offsets, self._times, self._records = {}, {}, 0
         self._inflight = asyncio.ensure_future(self._write(unit))
         if force:
             await self.wait_written()
