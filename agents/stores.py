@@ -17,12 +17,12 @@ This module does not import Faust: it is handed the table (agents/app.py is the 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Collection
 from typing import Any
 
 from pipeline.packed_store import PackedStore, Snapshot
 
-Send = Callable[[str, bytes, bytes | None, int | None], Awaitable[None]]  # topic, key, value, partition
+Outgoing = tuple[bytes, bytes | None, int | None]  # key, value (None: a tombstone), partition (None: by key)
 
 
 class TableStore(PackedStore):
@@ -44,20 +44,18 @@ class TableStore(PackedStore):
         self._data = inner if type(inner) is dict else store
         return self._data
 
-    async def save(self, keys: Snapshot, send: Send) -> None:
-        """Send one changelog record per key (a deleted key: a tombstone to the partition it had)
-        through `send(topic, key, value, partition)`, which hands it to the producer.
-
-        Straight to the producer, not through Faust's `send_soon` buffer: when that buffer runs
-        over, Faust throttles the consumer, and under load we saw records delivered twice and offset
-        commits stall (a duplicate in the consumer's acked list) — measured in tests/test_e2e.py."""
+    def changelog(self, keys: Snapshot) -> tuple[str, list[Outgoing]]:
+        """The changelog topic and one record per key: (key, value, partition); a deleted key is a
+        tombstone to the partition it had. The caller hands them to the producer itself
+        (agents/app.py), not through Faust's `send_soon` buffer: when that buffer runs over, Faust
+        throttles the consumer, and under load we saw records delivered twice and offset commits
+        stall (a duplicate in the consumer's acked list) — measured in tests/test_e2e.py."""
         topic = self.table.changelog_topic
-        name = topic.get_topic_name()
-        for key, (partition, value) in keys.items():
-            # the key as Faust writes it (its tables' changelog keys are JSON: "g1\u001fu1"),
-            # so that recovery reads it and compaction meets the records of earlier releases
-            raw, _ = topic.prepare_key(key, None)
-            await send(name, raw, value, partition)
+        prepare = topic.prepare_key
+        # the key as Faust writes it (its tables' changelog keys are JSON: "g1\u001fu1"), so that
+        # recovery reads it and compaction meets the records of earlier releases
+        return topic.get_topic_name(), [(prepare(key, None)[0], value, partition)
+                                        for key, (partition, value) in keys.items()]
 
 
 def create_stores(app: Any, names: Collection[str], partitions: int) -> dict[str, TableStore]:

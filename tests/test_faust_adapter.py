@@ -57,18 +57,21 @@ def test_forward_header_in_either_form_faust_hands_over():
     assert not _forwarded(None) and not _forwarded([("other", b"x")])
 
 
-def test_the_producer_send_the_ports_call_takes_topic_key_value_partition_timestamp_headers():
+def test_the_producer_api_the_ports_build_record_batches_with_is_there():
+    """FaustPorts._send_all builds record batches on the aiokafka producer Faust starts."""
+    from aiokafka import AIOKafkaProducer
     from faust.transport.drivers.aiokafka import Producer
 
-    params = list(inspect.signature(Producer.send).parameters)
-    assert params[:7] == ["self", "topic", "key", "value", "partition", "timestamp", "headers"]
-    assert inspect.iscoroutinefunction(Producer.send)
+    assert callable(Producer._ensure_producer)
+    assert "self._producer.flush()" in inspect.getsource(Producer.flush)  # Faust's flush covers them
+    for name in ("create_batch", "send_batch", "partitions_for"):
+        assert callable(getattr(AIOKafkaProducer, name))
+    assert list(inspect.signature(AIOKafkaProducer.send_batch).parameters) == ["self", "batch", "topic", "partition"]
 
 
 def test_changelog_keys_are_written_as_faust_writes_them(tmp_path):
     """TableStore sends changelog records itself; their keys must be the bytes Faust's own table
     writes and its recovery reads (JSON), or a restart recovers nothing."""
-    import asyncio
 
     from agents.stores import TableStore
 
@@ -77,13 +80,7 @@ def test_changelog_keys_are_written_as_faust_writes_them(tmp_path):
     table = app.Table("state-k", partitions=4)
     store = TableStore(table)
     store["g1\x1f张三"] = [1, {}, [2, 5, 0]]  # the engine's envelope: version, state, position
-    sent: list[tuple] = []
-
-    async def send(topic, key, value, partition):
-        sent.append((topic, key, value, partition))
-
-    asyncio.run(store.save(store.snapshot(), send))
-    [(topic, key, _, partition)] = sent
+    topic, [(key, _, partition)] = store.changelog(store.snapshot())
     assert topic == table.changelog_topic.get_topic_name() and partition == 2
     assert key == table.changelog_topic.prepare_key("g1\x1f张三", None)[0]
     assert table.changelog_topic.key_serializer == "json" and orjson.loads(key) == "g1\x1f张三"
