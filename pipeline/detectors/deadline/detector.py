@@ -79,14 +79,23 @@ class DeadlineDetector:
         return Outcome(rows=rows, state=state)
 
     def due(self, key: str, state: Any) -> int | None:
-        """The next deadline, escalation or release of a notice."""
-        moments = []
-        if not state["notices"]:
-            return None
-        keep = self.policy.deadline_for(state["org"], key).keep_days * 86_400_000
+        """The next deadline, escalation or release of a notice (asked after every event of the group:
+        one pass, and the policy looked up only for a notice that waits for its release)."""
+        soonest: int | None = None
+        keep = -1
         for n in state["notices"]:
-            moments.append(n["due"] if n["fired"] < 1 else n["esc"] if n["fired"] < 2 else n["esc"] + keep + 1)
-        return int(min(moments))
+            fired = n["fired"]
+            if fired < 1:
+                moment = n["due"]
+            elif fired < 2:
+                moment = n["esc"]
+            else:
+                if keep < 0:
+                    keep = self.policy.deadline_for(state["org"], key).keep_days * 86_400_000
+                moment = n["esc"] + keep + 1
+            if soonest is None or moment < soonest:
+                soonest = moment
+        return None if soonest is None else int(soonest)
 
     def tick(self, key: str, state: Any, ctx: Context) -> Outcome:
         now = ctx.now
@@ -136,8 +145,8 @@ class DeadlineDetector:
             "responders": len(need), "text": notice["text"]}))
 
     def _answer(self, event: dict[str, Any], state: dict[str, Any], text: str, folded: str, rows: list[Row]) -> None:
-        uid = event["sender_id"]
-        waiting = [n for n in state["notices"] if uid in n["need"] and uid not in n["ans"] and n["ts"] <= event["ts"]]
+        uid, ts = event["sender_id"], event["ts"]
+        waiting = [n for n in state["notices"] if uid in n["need"] and uid not in n["ans"] and n["ts"] <= ts]
         if not waiting:
             return
         chosen, how = None, ""
