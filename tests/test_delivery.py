@@ -389,9 +389,8 @@ def test_urgent_alerts_published_during_detection_are_each_stored_once_and_agree
         assert len(published) == len(stored)  # and none twice: not early, then again with the batch
 
 
-def test_an_urgent_alert_is_published_while_the_rest_of_its_batch_is_detected(tmp_path):
-    import threading
-
+def _urgent_path(tmp_path) -> tuple[DeliveryPath, FakeKafka, Any]:
+    """A path with urgent alerts to a channel, the real sink over chDB, fake Kafka."""
     (tmp_path / "policy.yaml").write_text(URGENT_TO_HOOK, encoding="utf-8")
     engine = Engine(load_policy(tmp_path / "policy.yaml"))
     stores = {d.name: TableStore(FakeTable({})) for d in engine.detectors}
@@ -401,8 +400,15 @@ def test_an_urgent_alert_is_published_while_the_rest_of_its_batch_is_detected(tm
     backend = connect(f"chdb:{tmp_path / 'db'}")
     migrate(backend)
     cfg = load_config(env={"QG_KAFKA_TOPIC_PREFIX": "t."})
-    processor = Processor(cfg, engine)
-    path = DeliveryPath(processor, ClickHouseSink(backend, cfg.sink, timer_topic="t.timer"), ports)
+    path = DeliveryPath(Processor(cfg, engine), ClickHouseSink(backend, cfg.sink, timer_topic="t.timer"), ports)
+    return path, kafka, backend
+
+
+def test_an_urgent_alert_is_published_while_the_rest_of_its_batch_is_detected(tmp_path):
+    import threading
+
+    path, kafka, backend = _urgent_path(tmp_path)
+    processor, ports = path.processor, path.ports
     handed = threading.Event()
     seen_during_detection = []
     tokens = processor.tokenizer.tokens
@@ -444,16 +450,7 @@ def test_an_urgent_alert_is_published_while_the_rest_of_its_batch_is_detected(tm
 def test_the_first_batch_of_a_partition_publishes_its_alerts_with_the_batch(tmp_path):
     """Until the sink has asked ClickHouse what it holds of a partition, an alert may be one a
     previous worker stored and published: it goes the normal way, where admit drops it if stored."""
-    (tmp_path / "policy.yaml").write_text(URGENT_TO_HOOK, encoding="utf-8")
-    engine = Engine(load_policy(tmp_path / "policy.yaml"))
-    stores = {d.name: TableStore(FakeTable({})) for d in engine.detectors}
-    engine.stores = dict(stores)
-    kafka = FakeKafka()
-    ports = FakePorts(kafka, stores)
-    backend = connect(f"chdb:{tmp_path / 'db'}")
-    migrate(backend)
-    cfg = load_config(env={"QG_KAFKA_TOPIC_PREFIX": "t."})
-    path = DeliveryPath(Processor(cfg, engine), ClickHouseSink(backend, cfg.sink, timer_topic="t.timer"), ports)
+    path, kafka, backend = _urgent_path(tmp_path)
     ev = {"kind": "message", "event_id": "e0", "org_id": "o1", "ts": START_TS, "platform": "wecom",
           "group_id": "g1", "msg_id": "m0", "sender_id": "u0", "text": "澳门赌场百家乐，注册就送彩金"}
 
