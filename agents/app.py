@@ -167,6 +167,7 @@ class FaustPorts:
                 await kafka.send(topic, value, key=key, partition=partition, headers=headers)
             return
         count = len(await kafka.partitions_for(topic))
+        extra = headers or []
         builders: dict[int, Any] = {}
         for key, value, partition in records:
             if partition is None:
@@ -174,10 +175,10 @@ class FaustPorts:
             builder = builders.get(partition)
             if builder is None:
                 builder = builders[partition] = kafka.create_batch()
-            if builder.append(key=key, value=value, timestamp=None, headers=headers or []) is None:  # full
+            if builder.append(key=key, value=value, timestamp=None, headers=extra) is None:  # full
                 await kafka.send_batch(builder, topic, partition=partition)
                 builder = builders[partition] = kafka.create_batch()
-                builder.append(key=key, value=value, timestamp=None, headers=headers or [])
+                builder.append(key=key, value=value, timestamp=None, headers=extra)
         for partition, builder in builders.items():
             await kafka.send_batch(builder, topic, partition=partition)
 

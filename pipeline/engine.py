@@ -94,18 +94,12 @@ class Engine:
                 _merge(result, det.on_event(event, None, ctx))
                 continue
             store = stores[det.name]
-            env: Any = store.get(key)
-            if env is not None:
-                if type(env) is not list:
-                    env = envelope(env)
-                if at is not None and _applied(env[AT], at):
-                    continue  # a record re-read after a restart: already in this state, and stored
-                state = env[S] if env[V] == det.state_version else self._state(det, key, env)
-            else:
-                state = None
+            env = envelope(store.get(key))
+            if at is not None and env is not None and _applied(env[AT], at):
+                continue  # a record re-read after a restart: already in this state, and stored
+            state = self._state(det, key, env)
             out = det.on_event(event, state, ctx)
-            if out.findings or out.rows or out.forward or out.alerts:
-                _merge(result, out)
+            _merge(result, out)
             new = state if out.state is KEEP else out.state
             if new is None:
                 if env is not None:
