@@ -67,13 +67,23 @@ def plan(finding: dict[str, Any], policy: Policy) -> list[Action]:
     elif rule == "sanction.remove":
         out.append(("set_group_kick", {"group_id": group, "user_id": user, "reject_add_request": False}))
     if out and cfg.delete_messages:
+        recalled: set[str] = set()
         for strike in evidence.get("strikes") or []:
             mid = str(strike.get("msg_id") or "")
-            if mid.isdigit() and str(strike.get("rule", "")).startswith(("content.", "flood.")) \
-                    and strike.get("status") != "false_positive":
+            if mid.isdigit() and mid not in recalled and strike.get("status") != "false_positive" \
+                    and str(strike.get("rule", "")).startswith(("content.", "flood.")):
+                recalled.add(mid)  # one message can be the strike of two rules
                 out.append(("delete_msg", {"message_id": int(mid)}))
-    return [Action(hashlib.blake2b(f"{finding['finding_id']}\x1f{a}\x1f{orjson.dumps(p, option=orjson.OPT_SORT_KEYS)!r}"
-                                   .encode(), digest_size=12).hexdigest(), finding, a, p) for a, p in out]
+    return [Action(_action_id(finding, a, p), finding, a, p) for a, p in out]
+
+
+def _action_id(finding: dict[str, Any], action: str, params: dict[str, Any]) -> str:
+    """A ban or kick is the sanction's own; a recall is the message's, whichever sanction asks for it:
+    the removal after a mute names the same strikes, and a message recalled once is gone (the
+    platform refuses a second recall, which would be retried and then reported as failed)."""
+    owner = finding["group_id"] if action == "delete_msg" else finding["finding_id"]
+    key = f"{owner}\x1f{action}\x1f{orjson.dumps(params, option=orjson.OPT_SORT_KEYS)!r}"
+    return hashlib.blake2b(key.encode(), digest_size=12).hexdigest()
 
 
 Call = Callable[[Action], Awaitable[dict[str, Any]]]
@@ -88,7 +98,7 @@ class Enforcer:
         self.backend = backend
         self.clock = clock
         self.sleep = sleep
-        self.counts = {"ok": 0, "failed": 0, "retries": 0}
+        self.counts = {"ok": 0, "failed": 0, "retries": 0, "interruptions": 0}
 
     def done(self, actions: list[Action]) -> set[str]:
         if not actions:
@@ -96,6 +106,20 @@ class Enforcer:
         from pipeline.sink.queries import actions_done
 
         return {r[0] for r in self.backend.query(actions_done(self.backend.database, [a.action_id for a in actions]))}
+
+    async def carry_out_all(self, findings: list[dict[str, Any]]) -> None:
+        """The findings of one poll: in their order within a group (a mute before the removal that
+        follows it), the groups side by side, so that a group whose actions are refused and retried
+        for `retry_seconds` holds up no other group's."""
+        by_group: dict[str, list[dict[str, Any]]] = {}
+        for f in findings:
+            by_group.setdefault(str(f.get("group_id") or ""), []).append(f)
+
+        async def in_order(group: list[dict[str, Any]]) -> None:
+            for f in group:
+                await self.carry_out(f)
+
+        await asyncio.gather(*(in_order(g) for g in by_group.values()))
 
     async def carry_out(self, finding: dict[str, Any]) -> list[tuple[Any, ...]]:
         """Every action of one finding, each to its end (ok or failed); the rows of every attempt."""

@@ -43,6 +43,7 @@ from pipeline.sink.migrate import migrate
 log = logging.getLogger("qunguard.bridge.onebot")
 WS_PATHS = ("/onebot/v11/ws", "/onebot/v11/ws/event", "/ws")
 ACTION_TIMEOUT = 10.0  # seconds an implementation has to answer an action
+ENFORCE_RESUME_SECONDS = 5.0  # pause before the enforcer's consumer starts again after a failure
 
 
 class OneBotBridge:
@@ -185,9 +186,25 @@ class OneBotBridge:
         raise ActionFailed(f"no OneBot connection carries group {group} (none connected, no bridge.onebot_api_url)")
 
     async def enforce(self, enforcer: Enforcer) -> None:
-        """Sanctions from qg.findings carried out, each stored before its record is committed."""
+        """Sanctions from qg.findings carried out, each stored before its record is committed. A
+        failure outside the actions (ClickHouse or the broker away) stops nothing for good: the
+        consumer starts again from its last commit, and what ClickHouse holds as done is skipped."""
+        while True:
+            try:
+                await self._enforce(enforcer)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 -- logged, and enforcement goes on after a pause
+                log.error("enforcement interrupted (%s: %s); resuming from the last committed finding in %d s",
+                          type(exc).__name__, exc, ENFORCE_RESUME_SECONDS)
+                enforcer.counts["interruptions"] += 1
+                await asyncio.sleep(ENFORCE_RESUME_SECONDS)
+
+    async def _enforce(self, enforcer: Enforcer) -> None:
         from kafka import KafkaConsumer
 
+        # With no commit of its own yet (the first start), the enforcer begins at the topic's end:
+        # sanctions made before enforcement was switched on stay proposals, as they were.
         consumer = await asyncio.to_thread(
             KafkaConsumer, self.cfg.topic("findings"), bootstrap_servers=bootstrap(self.cfg.kafka.url),
             group_id=f"{self.cfg.worker.app_id}-enforcer", enable_auto_commit=False,
@@ -196,15 +213,17 @@ class OneBotBridge:
         try:
             while True:
                 polled = await asyncio.to_thread(consumer.poll, 1000, 100)
+                findings = []
                 for records in polled.values():
                     for r in records:
                         try:
-                            finding = orjson.loads(r.value)
+                            findings.append(orjson.loads(r.value))
                         except orjson.JSONDecodeError:
                             continue  # not the worker's: nothing to carry out
-                        await enforcer.carry_out(finding)
-                if polled:
-                    await asyncio.to_thread(consumer.commit)
+                await enforcer.carry_out_all(findings)
+                # after every poll, an empty one too: the first pins where a new enforcer starts, so
+                # that a sanction polled and then interrupted is read again, not skipped to the end
+                await asyncio.to_thread(consumer.commit)
         finally:
             await asyncio.to_thread(consumer.close)
 

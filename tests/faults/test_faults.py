@@ -279,3 +279,92 @@ def test_poison_records_are_dead_letters_and_lose_nobody(tmp_path, kafka, clickh
     assert any("unknown fields cannot be stored" in e for e in errors), errors
     assert "Traceback" not in (tmp_path / "a.log").read_text()
 
+
+
+def _sanction(rule: str, group: str, user: str, strikes: list[str]) -> dict:
+    """A `sanction.*` finding as the worker publishes it on qg.findings: its strikes name the messages."""
+    return {"finding_id": f"{rule}-{group}-{user}", "rule": rule, "severity": "high", "org_id": "qqorg",
+            "group_id": group, "user_id": user, "msg_id": strikes[-1], "ts": int(time.time() * 1000),
+            "evidence": {"mute_hours": 1, "strikes": [{"finding_id": f"f{m}", "rule": "content.gambling",
+                                                       "msg_id": m, "status": "open"} for m in strikes]}}
+
+
+def test_clickhouse_down_while_a_sanction_waits_then_carried_out_once(tmp_path, kafka, workers):
+    """The bridge's enforcer meets ClickHouse down (it cannot see what was done): it says so, keeps
+    the sanction uncommitted, and carries it out once ClickHouse is back; the removal that follows
+    recalls no message the mute already recalled, and nothing is done twice."""
+    import asyncio
+
+    from aiohttp import ClientSession, WSMsgType
+
+    from pipeline.devtools.devservices import free_port, wait_port
+
+    ch = devservices.start_clickhouse(tmp_path / "ch")
+    ch_port = int(ch.url.rsplit(":", 1)[1].split("/")[0])
+    port = free_port()
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("groups:\n  '4242': {enforcement: {enabled: true}}\n", encoding="utf-8")
+    cfg = make_config(tmp_path, kafka.url, server_url(ch, "enforce"), bridge={"org_id": "qqorg",
+                      "onebot_listen": f"127.0.0.1:{port}"}, policy={"file": str(policy)})
+    ensure_topics(cfg)
+    log = tmp_path / "bridge.log"
+    workers.append(Worker(cfg, log, ["bridge", "onebot"]))
+    wait_port(port, 30, workers[0].proc, "bridge")
+    wait_for(lambda: b"enforcement: on" in log.read_bytes(), 30, "the enforcer")
+    time.sleep(4)  # its consumer joins and pins its start (the topic's end) before the first sanction
+    producer = KafkaProducer(bootstrap_servers=bootstrap(cfg.kafka.url))
+    received: list[dict] = []
+    servers = [ch]
+
+    def publish(finding: dict) -> None:
+        producer.send(cfg.topic("findings"), orjson.dumps(finding), key=b"4242").get(30)
+
+    async def implementation() -> None:
+        async with ClientSession() as http:
+            ws = await http.ws_connect(f"http://127.0.0.1:{port}/onebot/v11/ws", headers={"X-Self-ID": "1"})
+            ch.stop()
+            publish(_sanction("sanction.mute", "4242", "777", ["5001", "5002"]))
+            await asyncio.to_thread(wait_for, lambda: b"enforcement interrupted" in log.read_bytes(), 60,
+                                    "the enforcer to say ClickHouse is away")
+            assert received == []  # nothing done while it cannot tell what was done before
+            await asyncio.sleep(8)
+            servers.append(await asyncio.to_thread(devservices.start_clickhouse, tmp_path / "ch", port=ch_port))
+            removal_sent = False
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                try:
+                    msg = await ws.receive(timeout=8)
+                except TimeoutError:
+                    if any(a["action"] == "set_group_kick" for a in received):
+                        break
+                    if not removal_sent and any(a["action"] == "set_group_ban" for a in received):
+                        publish(_sanction("sanction.remove", "4242", "777", ["5001", "5002", "5003"]))
+                        removal_sent = True
+                    continue
+                if msg.type != WSMsgType.TEXT:
+                    break
+                action = orjson.loads(msg.data)
+                received.append(action)
+                await ws.send_json({"status": "ok", "retcode": 0, "data": None, "echo": action["echo"]})
+            await ws.close()
+
+    try:
+        asyncio.run(implementation())
+        done = [(a["action"], a["params"].get("message_id")) for a in received]
+        assert sorted(done) == [("delete_msg", 5001), ("delete_msg", 5002), ("delete_msg", 5003),
+                                ("set_group_ban", None), ("set_group_kick", None)], done
+        rows = wait_for(lambda: len(r := _actions(cfg)) >= 5 and r, 60, "the actions stored")
+        assert sorted(rows) == sorted((a, "ok") for a, _ in done), rows
+        REPORT.append("faults: enforcer with ClickHouse down: the sanction waited and was carried out once")
+    finally:
+        producer.close()
+        for server in servers:
+            server.stop()
+
+
+def _actions(cfg: Config) -> list[tuple]:
+    backend = connect(cfg.clickhouse.url)
+    try:
+        return backend.query(f"SELECT action, status FROM {backend.database}.sanction_actions")
+    finally:
+        backend.close()
