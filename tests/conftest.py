@@ -11,9 +11,10 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 
 from pipeline.config import Config, config_env, load_config
@@ -109,6 +110,23 @@ def workers(tmp_path) -> Iterator[list[Worker]]:
     yield started
     for w in started:
         w.kill()
+
+
+async def onebot_actions(ws, seconds: float, idle: float) -> AsyncIterator[dict | None]:
+    """The actions a bridge sends the bot's implementation over its WebSocket `ws`, and None after
+    each `idle` seconds without one; until `seconds` have passed or the socket closes."""
+    from aiohttp import WSMsgType
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            msg = await ws.receive(timeout=idle)
+        except TimeoutError:
+            yield None
+            continue
+        if msg.type != WSMsgType.TEXT:
+            return
+        yield orjson.loads(msg.data)
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.3):

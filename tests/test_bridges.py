@@ -25,7 +25,7 @@ from pipeline.kafka import bootstrap, ensure_topics
 from pipeline.replay import replay
 from pipeline.sink.backends import connect
 from pipeline.sink.migrate import migrate
-from tests.conftest import Worker, count, make_config, query, scrape, server_url, unique, wait_for
+from tests.conftest import Worker, count, make_config, onebot_actions, query, scrape, server_url, unique, wait_for
 
 pytestmark = pytest.mark.slow
 PAYLOADS = Path(__file__).parent / "data" / "payloads"
@@ -291,7 +291,7 @@ def test_an_enforcing_groups_sanctions_are_carried_out_over_the_websocket(tmp_pa
     """The bot's implementation connects, sends a member's gambling ads in two groups; only the
     group whose policy enforces gets set_group_ban, set_group_kick and delete_msg; a refused kick
     is tried again; every attempt and reply is in ClickHouse."""
-    from aiohttp import ClientSession, WSMsgType
+    from aiohttp import ClientSession
 
     port = free_port()
     policy = tmp_path / "policy.yaml"
@@ -317,17 +317,11 @@ def test_an_enforcing_groups_sanctions_are_carried_out_over_the_websocket(tmp_pa
             for f in frames:
                 await ws.send_str(f.decode())
             refused_once = False
-            deadline = time.monotonic() + 180
-            while time.monotonic() < deadline:
-                try:
-                    msg = await ws.receive(timeout=5)
-                except TimeoutError:
+            async for action in onebot_actions(ws, 180, 5):
+                if action is None:
                     if {"set_group_ban", "set_group_kick"} <= {a["action"] for a in received} and refused_once:
                         break
                     continue
-                if msg.type != WSMsgType.TEXT:
-                    break
-                action = json.loads(msg.data)
                 received.append(action)
                 if action["action"] == "set_group_kick" and not refused_once:
                     refused_once = True

@@ -22,7 +22,7 @@ from pipeline.kafka import bootstrap, ensure_topics
 from pipeline.replay import replay
 from pipeline.sink.backends import connect
 from pipeline.sink.migrate import migrate
-from tests.conftest import REPORT, Worker, count, make_config, scrape, server_url, unique, wait_for
+from tests.conftest import REPORT, Worker, count, make_config, onebot_actions, scrape, server_url, unique, wait_for
 
 
 def _setup(tmp_path: Path, kafka_url: str, clickhouse_url: str) -> Config:
@@ -295,7 +295,7 @@ def test_clickhouse_down_while_a_sanction_waits_then_carried_out_once(tmp_path, 
     recalls no message the mute already recalled, and nothing is done twice."""
     import asyncio
 
-    from aiohttp import ClientSession, WSMsgType
+    from aiohttp import ClientSession
 
     from pipeline.devtools.devservices import free_port, wait_port
 
@@ -330,20 +330,14 @@ def test_clickhouse_down_while_a_sanction_waits_then_carried_out_once(tmp_path, 
             await asyncio.sleep(8)
             servers.append(await asyncio.to_thread(devservices.start_clickhouse, tmp_path / "ch", port=ch_port))
             removal_sent = False
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                try:
-                    msg = await ws.receive(timeout=8)
-                except TimeoutError:
+            async for action in onebot_actions(ws, 120, 8):
+                if action is None:
                     if any(a["action"] == "set_group_kick" for a in received):
                         break
                     if not removal_sent and any(a["action"] == "set_group_ban" for a in received):
                         publish(_sanction("sanction.remove", "4242", "777", ["5001", "5002", "5003"]))
                         removal_sent = True
                     continue
-                if msg.type != WSMsgType.TEXT:
-                    break
-                action = orjson.loads(msg.data)
                 received.append(action)
                 await ws.send_json({"status": "ok", "retcode": 0, "data": None, "echo": action["echo"]})
             await ws.close()
