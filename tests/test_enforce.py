@@ -151,3 +151,34 @@ def test_a_group_whose_actions_are_retried_holds_up_no_other_group(tmp_path):
         assert sorted(stored) == [("set_group_ban", 1, "ok"), ("set_group_ban", 1, "ok"), ("set_group_kick", 1, "ok")]
     finally:
         backend.close()
+
+
+def test_a_failure_in_one_group_stops_the_others_of_the_poll(tmp_path):
+    """ClickHouse lost while one group's actions are stored: the poll ends there, and the other
+    group's retries stop with it (the enforcer reads the poll again from its last commit)."""
+    backend = connect(f"chdb:{tmp_path / 'db'}")
+    migrate(backend)
+    two = Policy({"groups": {g: {"enforcement": {"enabled": True, "delete_messages": False}}
+                             for g in ("4242", "5353")}})
+    calls = []
+
+    async def main():
+        async def call(action):
+            calls.append(action.params["group_id"])
+            if action.params["group_id"] == 5353:
+                raise ConnectionResetError("lost")  # and retried after a pause
+            backend.close()  # ClickHouse away before the ok is stored
+            return {"status": "ok", "retcode": 0, "data": None}
+
+        enforcer = Enforcer(load_config(env={}), two, call, backend)
+        work = [sanction("sanction.mute", group="5353"), sanction("sanction.mute")]
+        try:
+            await enforcer.carry_out_all(work)
+        except Exception as exc:  # noqa: BLE001
+            await asyncio.sleep(1.5)  # past 5353's first pause: it would have been tried again
+            return exc, enforcer
+        return None, enforcer
+
+    failure, enforcer = asyncio.run(main())
+    assert failure is not None, "the lost store ends the poll"
+    assert calls == [5353, 4242] and enforcer.counts["retries"] == 1  # 5353's retry was stopped

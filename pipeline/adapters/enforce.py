@@ -119,7 +119,16 @@ class Enforcer:
             for f in group:
                 await self.carry_out(f)
 
-        await asyncio.gather(*(in_order(g) for g in by_group.values()))
+        tasks = [asyncio.ensure_future(in_order(g)) for g in by_group.values()]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            # one group's failure (ClickHouse away) ends the poll: the others stop too, rather than
+            # go on beside the enforcer that starts again from the last commit
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
 
     async def carry_out(self, finding: dict[str, Any]) -> list[tuple[Any, ...]]:
         """Every action of one finding, each to its end (ok or failed); the rows of every attempt."""
